@@ -1,0 +1,48 @@
+//! Errors: misuse of the API is kept apart from what the network did.
+
+use std::io;
+
+/// Everything that can go wrong in finwait.
+///
+/// Misuse errors ([`WriteAfterEnd`](Error::WriteAfterEnd), [`Destroyed`](Error::Destroyed),
+/// [`StaleId`](Error::StaleId), [`InvalidOption`](Error::InvalidOption)) are returned by the
+/// call that caused them and change nothing. Transport errors arrive as
+/// [`Event::Error`](crate::Event::Error) right before the socket's `Close`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `write` or `end` after `end()` (or after the automatic end of a non-half-open socket).
+    /// Unlike Node, the connection is left alone: everything queued before `end()` still goes
+    /// out, then the FIN.
+    #[error("write after end")]
+    WriteAfterEnd,
+    /// The socket is already destroyed; its `Close` is (or was) being delivered.
+    #[error("socket is destroyed")]
+    Destroyed,
+    /// The id names no live socket or listener: it was reclaimed, or never existed. A stale id
+    /// never reaches a socket that reuses its slot.
+    #[error("stale or unknown id")]
+    StaleId,
+    /// An option value that cannot work (for example a zero backlog).
+    #[error("invalid option: {0}")]
+    InvalidOption(&'static str),
+    /// A deadline ran out (connect timeout, wait for the peer's FIN, linger, shutdown grace).
+    #[error("{0} deadline expired")]
+    TimedOut(&'static str),
+    /// An operating-system error: connection refused, reset by peer, broken pipe, …
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// The OS error kind when this is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with finwait's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

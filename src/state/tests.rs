@@ -1,0 +1,1 @@
+//! Per-state fixtures and transition tests (written next).
