@@ -222,7 +222,12 @@ impl Conn {
     pub fn may_recv(&self) -> bool {
         matches!(
             self.state,
-            State::Open | State::HalfClosedLocal(_) | State::Closing { peer_fin: false, .. }
+            State::Open
+                | State::HalfClosedLocal(_)
+                | State::Closing {
+                    peer_fin: false,
+                    ..
+                }
         )
     }
 

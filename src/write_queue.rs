@@ -96,7 +96,11 @@ impl WriteQueue {
             if n == slices.len() {
                 break;
             }
-            let bytes = if i == 0 { &chunk[self.head..] } else { &chunk[..] };
+            let bytes = if i == 0 {
+                &chunk[self.head..]
+            } else {
+                &chunk[..]
+            };
             slices[n] = IoSlice::new(bytes);
             n += 1;
         }

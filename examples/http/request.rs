@@ -1,0 +1,778 @@
+//! HTTP/1.x request-head parser for the `http` example server.
+//!
+//! The parser is pure `std`, never panics, allocates at most two strings
+//! bounded by [`MAX_HEAD`], and runs in time linear in the input, so it can be
+//! fed straight from a socket buffer and fuzzed. It only understands the
+//! request head; the body is left to the caller, whose length is reported in
+//! [`Request::content_length`].
+//!
+//! # Rules
+//!
+//! - **Line endings.** Lines end in CRLF. A bare LF is accepted too, so that
+//!   requests typed by hand with `nc` work. A CR that is not directly followed
+//!   by LF is a 400.
+//! - **Leading empty lines** before the request line are skipped (RFC 9112
+//!   §2.2) but still count toward [`MAX_HEAD`].
+//! - **Request line:** `METHOD SP TARGET SP VERSION` with exactly one space
+//!   between parts. METHOD is a non-empty token (RFC 9110 `tchar`s), TARGET
+//!   is non-empty visible ASCII (`0x21..=0x7E`), and VERSION is exactly
+//!   `HTTP/1.0` or `HTTP/1.1` (case-sensitive); anything else is a 400.
+//! - **Header lines:** `name ":" OWS value OWS`. The name is a non-empty token
+//!   with nothing between it and the colon. The value may hold visible ASCII,
+//!   SP, HT and obs-text (`0x80..=0xFF`); any other control byte, NUL
+//!   included, is a 400. A line starting with SP or HT (obs-fold, RFC 9112
+//!   §5.2) is a 400. Header names are matched case-insensitively.
+//! - **`Connection`** is a comma-separated list of case-insensitive tokens.
+//!   HTTP/1.1 keeps the connection alive unless `close` is listed; HTTP/1.0
+//!   keeps it alive only if `keep-alive` is listed and `close` is not.
+//! - **`Content-Length`** must be plain decimal digits that fit in a `u64`.
+//!   Repeated fields or a comma-separated list are accepted only if every
+//!   value is the same number; otherwise the message is a 400 (RFC 9110
+//!   §8.6), since the body boundary would be ambiguous.
+//! - **`Transfer-Encoding`** in any form is a 400: chunked request bodies are
+//!   not supported, and rejecting them outright is the only way to avoid
+//!   misreading where the body ends (request smuggling).
+//! - **Limits.** The head (leading empty lines, request line, header lines and
+//!   the blank line) may be at most [`MAX_HEAD`] bytes and carry at most
+//!   [`MAX_HEADERS`] fields; beyond either the answer is a 431.
+//! - **Early errors.** A syntax error is reported as soon as it appears in a
+//!   complete line, even before the whole head has arrived, so garbage (for
+//!   instance a TLS hello sent to the plain-text port) is turned away at once.
+//!   The last, unterminated line is never judged, except against the size
+//!   limit.
+//! - **Pipelining.** Bytes after the head are never looked at, so a caller can
+//!   slice them off and parse the next request.
+
+/// Largest header section accepted (request line + headers + blank line), bytes.
+///
+/// Bounds the memory a client can make the server hold before it has a full
+/// head, and with it the cost of re-parsing a growing buffer.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Most header fields accepted.
+///
+/// Caps the per-request work spent on headers independently of their size.
+pub const MAX_HEADERS: usize = 100;
+
+/// Protocol version of a request, needed because the keep-alive default
+/// differs between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `HTTP/1.0`: connections close after one response unless asked otherwise.
+    Http10,
+    /// `HTTP/1.1`: connections persist unless asked otherwise.
+    Http11,
+}
+
+/// What the server needs from a request head to answer it and to find the
+/// next request on the same connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Request method, kept verbatim because methods are case-sensitive.
+    pub method: String,
+    /// Request target exactly as sent, so routing decides what it means.
+    pub target: String,
+    /// Version from the request line; the response should match it.
+    pub version: Version,
+    /// Whether the connection stays open after the response (HTTP/1.1: unless `Connection: close`; HTTP/1.0: only with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// Body length from Content-Length (0 if absent). The parser does not buffer bodies: the caller skips this many bytes after the head.
+    pub content_length: u64,
+}
+
+/// Why a request head was rejected; either way the connection must end,
+/// because the server can no longer tell where the next request starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Malformed request: answer 400 and end the connection.
+    BadRequest,
+    /// Header section over [`MAX_HEAD`] bytes or over [`MAX_HEADERS`] fields: answer 431 and end.
+    HeadersTooLarge,
+}
+
+impl ParseError {
+    /// The HTTP status code to answer with, so the caller needs no mapping of
+    /// its own: 400 for [`ParseError::BadRequest`], 431 for
+    /// [`ParseError::HeadersTooLarge`].
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            ParseError::BadRequest => 400,
+            ParseError::HeadersTooLarge => 431,
+        }
+    }
+}
+
+/// Outcome of a successful [`parse`] call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// Need more bytes (buffer holds a valid prefix of a head no larger than [`MAX_HEAD`]).
+    Incomplete,
+    /// A full head: `head_len` bytes of `buf` are consumed (not including the body).
+    Complete {
+        /// The parsed head.
+        request: Request,
+        /// Where the body (or the next pipelined request) starts in `buf`.
+        head_len: usize,
+    },
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// Meant to be called again on the whole buffer each time more bytes arrive:
+/// it keeps no state, so the caller needs none either. Only the first
+/// [`MAX_HEAD`] bytes are ever examined, which bounds each call's cost.
+///
+/// # Errors
+///
+/// [`ParseError::BadRequest`] as soon as a complete line breaks the rules in
+/// the module docs; [`ParseError::HeadersTooLarge`] once the head cannot fit
+/// in [`MAX_HEAD`] bytes or has more than [`MAX_HEADERS`] fields.
+pub fn parse(buf: &[u8]) -> Result<Parse, ParseError> {
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let mut pos = 0;
+    let mut start: Option<RequestLine<'_>> = None;
+    let mut fields = Fields::default();
+
+    while let Some(rel) = window[pos..].iter().position(|&b| b == b'\n') {
+        let line = strip_cr(&window[pos..pos + rel])?;
+        pos += rel + 1;
+        match &start {
+            None if line.is_empty() => {} // leading empty line
+            None => start = Some(parse_request_line(line)?),
+            Some(rl) if line.is_empty() => {
+                return Ok(Parse::Complete {
+                    request: fields.finish(rl)?,
+                    head_len: pos,
+                });
+            }
+            Some(_) => fields.add(line)?,
+        }
+    }
+
+    if buf.len() >= MAX_HEAD {
+        Err(ParseError::HeadersTooLarge)
+    } else {
+        Ok(Parse::Incomplete)
+    }
+}
+
+/// The request line, borrowed from the input until the head is complete so
+/// that nothing is allocated for heads that end up rejected.
+struct RequestLine<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    version: Version,
+}
+
+/// What has been learnt from the header fields so far.
+#[derive(Default)]
+struct Fields {
+    count: usize,
+    close: bool,
+    keep_alive: bool,
+    content_length: Option<u64>,
+}
+
+impl Fields {
+    fn add(&mut self, line: &[u8]) -> Result<(), ParseError> {
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return Err(ParseError::BadRequest); // obs-fold
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(ParseError::BadRequest)?;
+        let name = &line[..colon];
+        let value = &line[colon + 1..];
+        if !is_token(name) || !value.iter().all(|&b| is_field_byte(b)) {
+            return Err(ParseError::BadRequest);
+        }
+        self.count += 1;
+        if self.count > MAX_HEADERS {
+            return Err(ParseError::HeadersTooLarge);
+        }
+        let value = trim_ows(value);
+        if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(trim_ows) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for item in value.split(|&b| b == b',').map(trim_ows) {
+                let n = parse_decimal(item)?;
+                if self.content_length.is_some_and(|old| old != n) {
+                    return Err(ParseError::BadRequest);
+                }
+                self.content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(ParseError::BadRequest);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, rl: &RequestLine<'_>) -> Result<Request, ParseError> {
+        let keep_alive = match rl.version {
+            Version::Http11 => !self.close,
+            Version::Http10 => self.keep_alive && !self.close,
+        };
+        Ok(Request {
+            method: ascii_string(rl.method)?,
+            target: ascii_string(rl.target)?,
+            version: rl.version,
+            keep_alive,
+            content_length: self.content_length.unwrap_or(0),
+        })
+    }
+}
+
+/// Removes the CR of a CRLF ending and rejects any other CR in the line.
+fn strip_cr(line: &[u8]) -> Result<&[u8], ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.contains(&b'\r') {
+        Err(ParseError::BadRequest)
+    } else {
+        Ok(line)
+    }
+}
+
+fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::BadRequest);
+    };
+    if !is_token(method) || target.is_empty() || !target.iter().all(|&b| is_visible(b)) {
+        return Err(ParseError::BadRequest);
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        _ => return Err(ParseError::BadRequest),
+    };
+    Ok(RequestLine {
+        method,
+        target,
+        version,
+    })
+}
+
+fn parse_decimal(digits: &[u8]) -> Result<u64, ParseError> {
+    if digits.is_empty() {
+        return Err(ParseError::BadRequest);
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::BadRequest);
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(ParseError::BadRequest)
+    })
+}
+
+fn ascii_string(bytes: &[u8]) -> Result<String, ParseError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| ParseError::BadRequest)
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_visible(b: u8) -> bool {
+    (0x21..=0x7E).contains(&b)
+}
+
+fn is_field_byte(b: u8) -> bool {
+    is_visible(b) || b == b' ' || b == b'\t' || b >= 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(buf: &[u8]) -> (Request, usize) {
+        match parse(buf) {
+            Ok(Parse::Complete { request, head_len }) => (request, head_len),
+            other => panic!("expected Complete for {buf:?}, got {other:?}"),
+        }
+    }
+
+    fn bad(buf: &[u8]) {
+        assert_eq!(parse(buf), Err(ParseError::BadRequest), "input {buf:?}");
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(ParseError::BadRequest.status(), 400);
+        assert_eq!(ParseError::HeadersTooLarge.status(), 431);
+    }
+
+    #[test]
+    fn simple_get_http11_keeps_alive() {
+        let buf = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let (req, len) = complete(buf);
+        assert_eq!(len, buf.len());
+        assert_eq!(
+            req,
+            Request {
+                method: "GET".into(),
+                target: "/index.html".into(),
+                version: Version::Http11,
+                keep_alive: true,
+                content_length: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn http10_closes_by_default() {
+        let (req, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(req.version, Version::Http10);
+        assert!(!req.keep_alive);
+    }
+
+    #[test]
+    fn http10_with_keep_alive_stays_open() {
+        let (req, _) = complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(req.keep_alive);
+    }
+
+    #[test]
+    fn connection_close_is_case_insensitive() {
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nconnection: Close\r\n\r\n");
+        assert!(!req.keep_alive);
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nCONNECTION:CLOSE\r\n\r\n");
+        assert!(!req.keep_alive);
+    }
+
+    #[test]
+    fn close_wins_over_keep_alive() {
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
+        assert!(!req.keep_alive);
+        let (req, _) =
+            complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: \t close \r\n\r\n");
+        assert!(!req.keep_alive);
+    }
+
+    #[test]
+    fn unknown_connection_options_are_ignored() {
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nConnection: upgrade, , x-closed\r\n\r\n");
+        assert!(req.keep_alive);
+    }
+
+    #[test]
+    fn every_strict_prefix_of_a_valid_request_is_incomplete() {
+        let crlf: &[u8] = b"\r\nPOST /submit?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+        let lf: &[u8] = b"\nPOST /submit?x=1 HTTP/1.1\nHost: h\nContent-Length: 3\n\n";
+        for buf in [crlf, lf] {
+            for n in 0..buf.len() {
+                assert_eq!(parse(&buf[..n]), Ok(Parse::Incomplete), "prefix {n}");
+            }
+            let (req, len) = complete(buf);
+            assert_eq!(len, buf.len());
+            assert_eq!(req.content_length, 3);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_after_the_other() {
+        let buf =
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\nGET /c";
+        let (first, len) = complete(buf);
+        assert_eq!(first.target, "/a");
+        let rest = &buf[len + first.content_length as usize..];
+        let (second, len) = complete(rest);
+        assert_eq!(second.target, "/b");
+        assert_eq!(parse(&rest[len..]), Ok(Parse::Incomplete));
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_not_examined() {
+        let (_, len) = complete(b"GET / HTTP/1.1\r\n\r\n\0\r\x16garbage");
+        assert_eq!(len, 18);
+    }
+
+    #[test]
+    fn bare_lf_is_accepted() {
+        let buf = b"GET / HTTP/1.1\nHost: x\r\nConnection: close\n\n";
+        let (req, len) = complete(buf);
+        assert_eq!(len, buf.len());
+        assert!(!req.keep_alive);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let buf = b"\r\n\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let (req, len) = complete(buf);
+        assert_eq!(len, buf.len());
+        assert_eq!(req.method, "GET");
+    }
+
+    #[test]
+    fn leading_empty_lines_count_toward_the_limit() {
+        let buf = b"\r\n".repeat(MAX_HEAD / 2);
+        assert_eq!(parse(&buf), Err(ParseError::HeadersTooLarge));
+    }
+
+    #[test]
+    fn bare_cr_is_rejected() {
+        bad(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\n\r\r\n");
+        bad(b"GET\r/ HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn trailing_cr_without_lf_yet_is_incomplete() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r"), Ok(Parse::Incomplete));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r"), Ok(Parse::Incomplete));
+    }
+
+    #[test]
+    fn content_length_is_parsed() {
+        let (req, _) = complete(b"PUT /x HTTP/1.1\r\ncontent-length:  1234 \r\n\r\n");
+        assert_eq!(req.content_length, 1234);
+        let (req, _) = complete(b"PUT /x HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(req.content_length, u64::MAX);
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_rejected() {
+        bad(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        bad(b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n");
+    }
+
+    #[test]
+    fn identical_content_lengths_are_accepted() {
+        let (req, _) =
+            complete(b"POST / HTTP/1.1\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!(req.content_length, 7);
+        let (req, _) = complete(b"POST / HTTP/1.1\r\nContent-Length: 7 ,7,\t7\r\n\r\n");
+        assert_eq!(req.content_length, 7);
+    }
+
+    #[test]
+    fn malformed_content_lengths_are_rejected() {
+        for value in [
+            &b"abc"[..],
+            b"+5",
+            b"-5",
+            b"5 5",
+            b"0x10",
+            b"",
+            b"5,",
+            b"1.0",
+            b"18446744073709551616",
+            b"99999999999999999999999",
+        ] {
+            let mut buf = b"POST / HTTP/1.1\r\nContent-Length: ".to_vec();
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(b"\r\n\r\n");
+            bad(&buf);
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_is_rejected() {
+        bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        bad(b"POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n");
+        // Visible before the head is complete.
+        bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n");
+    }
+
+    #[test]
+    fn obs_fold_is_rejected() {
+        bad(b"GET / HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nX-A: one\r\n\ttwo\r\n\r\n");
+    }
+
+    #[test]
+    fn whitespace_before_colon_is_rejected() {
+        bad(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n");
+    }
+
+    #[test]
+    fn malformed_header_names_are_rejected() {
+        bad(b"GET / HTTP/1.1\r\n: x\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nBad(Name): x\r\n\r\n");
+    }
+
+    #[test]
+    fn control_bytes_in_values_are_rejected() {
+        bad(b"GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n");
+        bad(b"GET / HTTP/1.1\r\nX-A: a\x01\r\n\r\n");
+    }
+
+    #[test]
+    fn obs_text_and_tabs_in_values_are_accepted() {
+        let (req, _) =
+            complete(b"GET / HTTP/1.1\r\nX-A:\t\xc3\xa9t\xe9 \x80\xff\t\r\nX-B:\r\n\r\n");
+        assert!(req.keep_alive);
+    }
+
+    #[test]
+    fn bad_versions_are_rejected() {
+        for line in [
+            &b"GET / HTTP/2.0"[..],
+            b"GET / HTTP/1.2",
+            b"GET / http/1.1",
+            b"GET / HTTP/1.1 ",
+            b"GET / HTTP/1",
+            b"GET /",
+            b"GET / ",
+            b"GET",
+        ] {
+            let mut buf = line.to_vec();
+            buf.extend_from_slice(b"\r\n\r\n");
+            bad(&buf);
+        }
+    }
+
+    #[test]
+    fn double_space_in_request_line_is_rejected() {
+        bad(b"GET  / HTTP/1.1\r\n\r\n");
+        bad(b"GET /  HTTP/1.1\r\n\r\n");
+        bad(b" GET / HTTP/1.1\r\n\r\n");
+        bad(b"GET\t/ HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn bad_method_or_target_is_rejected() {
+        bad(b"G(T / HTTP/1.1\r\n\r\n");
+        bad(b"GET /a\x7fb HTTP/1.1\r\n\r\n");
+        bad(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn unusual_but_valid_request_lines_are_accepted() {
+        let (req, _) = complete(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        assert_eq!(req.target, "*");
+        let (req, _) = complete(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+        assert_eq!(req.method, "CONNECT");
+        let (req, _) = complete(b"M-SEARCH http://h/p?q=%20#f HTTP/1.1\r\n\r\n");
+        assert_eq!(req.target, "http://h/p?q=%20#f");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_before_the_head_is_complete() {
+        bad(b"GET / HTTP/9.9\r\n");
+        bad(b"GET / HTTP/1.1\r\nBad Header: x\r\nHost: y");
+    }
+
+    #[test]
+    fn unterminated_last_line_is_not_judged() {
+        assert_eq!(parse(b"GET / HTTP/9.9"), Ok(Parse::Incomplete));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nBad Hea"), Ok(Parse::Incomplete));
+        assert_eq!(parse(b"\x16\x03\x01\x02\x00"), Ok(Parse::Incomplete));
+    }
+
+    #[test]
+    fn oversized_head_is_rejected_while_still_incomplete() {
+        let mut buf = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
+        buf.resize(9000, b'a');
+        assert_eq!(parse(&buf), Err(ParseError::HeadersTooLarge));
+        assert_eq!(parse(&buf[..MAX_HEAD]), Err(ParseError::HeadersTooLarge));
+        assert_eq!(parse(&buf[..MAX_HEAD - 1]), Ok(Parse::Incomplete));
+    }
+
+    /// A complete request head of exactly `len` bytes, padded by one header.
+    fn head_of_len(len: usize) -> Vec<u8> {
+        let mut buf = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
+        buf.resize(len - 4, b'a');
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(buf.len(), len);
+        buf
+    }
+
+    #[test]
+    fn head_exactly_at_limit_is_accepted() {
+        let mut buf = head_of_len(MAX_HEAD);
+        let (_, len) = complete(&buf);
+        assert_eq!(len, MAX_HEAD);
+        // Body bytes beyond the limit do not matter.
+        buf.extend_from_slice(b"body");
+        let (_, len) = complete(&buf);
+        assert_eq!(len, MAX_HEAD);
+    }
+
+    #[test]
+    fn complete_head_over_limit_is_rejected() {
+        let buf = head_of_len(MAX_HEAD + 1);
+        assert_eq!(parse(&buf), Err(ParseError::HeadersTooLarge));
+    }
+
+    fn with_headers(n: usize) -> Vec<u8> {
+        let mut buf = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..n {
+            buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        buf
+    }
+
+    #[test]
+    fn max_headers_accepted() {
+        let mut buf = with_headers(MAX_HEADERS);
+        buf.extend_from_slice(b"\r\n");
+        complete(&buf);
+    }
+
+    #[test]
+    fn too_many_headers_are_rejected() {
+        let mut buf = with_headers(MAX_HEADERS + 1);
+        assert_eq!(parse(&buf), Err(ParseError::HeadersTooLarge));
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&buf), Err(ParseError::HeadersTooLarge));
+    }
+
+    #[test]
+    fn tls_client_hello_is_rejected() {
+        bad(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n");
+        bad(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n");
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap()
+        }
+    }
+
+    #[test]
+    fn pseudo_random_inputs_never_panic_and_stay_consistent() {
+        const REQUEST_LINES: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\n",
+            b"POST /x?y=1 HTTP/1.0\n",
+            b"\r\nOPTIONS * HTTP/1.1\r\n",
+        ];
+        // Harmless lines first: bulk heads draw only from those, so that they
+        // reach the limits instead of an early 400.
+        const HEADER_LINES: &[&[u8]] = &[
+            b"Host: example.com\r\n",
+            b"connection: close\r\n",
+            b"Connection: keep-alive\n",
+            b"X-Empty:\r\n",
+            b"X-Obs: \x80\xff\t\r\n",
+            b"X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            b"Content-Length: 5\r\n",
+            b"Content-Length: 6\r\n",
+            b"Content-Length: 18446744073709551616\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+        ];
+        const HARMLESS: usize = 6;
+        const PIECES: &[&[u8]] = &[
+            b"GET",
+            b" ",
+            b"/",
+            b"HTTP/1.1",
+            b"HTTP/1.0",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\r\n\r\n",
+            b":",
+            b"\t",
+            b"\0",
+            b"\x80\xff",
+            b",",
+        ];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut buf = Vec::new();
+        for _ in 0..20_000 {
+            buf.clear();
+            if rng.below(2) == 0 {
+                // Mostly well-formed: request line, header lines (now and then
+                // a great many, to reach the limits), usually the blank line,
+                // then a few bytes mutated.
+                buf.extend_from_slice(REQUEST_LINES[rng.below(REQUEST_LINES.len())]);
+                let (headers, kinds) = if rng.below(30) == 0 {
+                    (90 + rng.below(100), HARMLESS)
+                } else {
+                    (rng.below(6), HEADER_LINES.len())
+                };
+                for _ in 0..headers {
+                    buf.extend_from_slice(HEADER_LINES[rng.below(kinds)]);
+                }
+                if rng.below(4) != 0 {
+                    buf.extend_from_slice(b"\r\n");
+                }
+                for _ in 0..rng.below(3) {
+                    let at = rng.below(buf.len());
+                    buf[at] = rng.next().to_le_bytes()[0];
+                }
+            } else {
+                // Soup of protocol pieces and random bytes.
+                for _ in 0..rng.below(24) {
+                    if rng.below(4) == 0 {
+                        for _ in 0..=rng.below(8) {
+                            buf.push(rng.next().to_le_bytes()[0]);
+                        }
+                    } else {
+                        buf.extend_from_slice(PIECES[rng.below(PIECES.len())]);
+                    }
+                }
+            }
+            // A few more pieces: after a complete head they stand for a body or
+            // the next request, which must not change the verdict.
+            for _ in 0..rng.below(4) {
+                buf.extend_from_slice(PIECES[rng.below(PIECES.len())]);
+            }
+
+            let result = parse(&buf);
+            match &result {
+                Ok(Parse::Complete { head_len, request }) => {
+                    assert!(*head_len > 0 && *head_len <= buf.len() && *head_len <= MAX_HEAD);
+                    // The head alone parses to the same thing.
+                    let again = parse(&buf[..*head_len]);
+                    assert_eq!(
+                        again,
+                        Ok(Parse::Complete {
+                            request: request.clone(),
+                            head_len: *head_len
+                        })
+                    );
+                }
+                Ok(Parse::Incomplete) => assert!(buf.len() < MAX_HEAD),
+                Err(_) => {}
+            }
+            // A prefix that already got a verdict must agree with the full input.
+            let cut = rng.below(buf.len() + 1);
+            let prefix = parse(&buf[..cut]);
+            if prefix != Ok(Parse::Incomplete) {
+                assert_eq!(prefix, result, "prefix {cut} of {buf:?}");
+            }
+        }
+    }
+}

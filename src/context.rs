@@ -1,0 +1,613 @@
+//! [`Context`]: everything a program can do to sockets and listeners, from inside a handler
+//! or from outside the loop.
+//!
+//! Calls apply at once to the socket (a write may go straight to the kernel) but never call
+//! the handler: the events they cause are queued and delivered by the loop after the current
+//! handler returns (no re-entrancy).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, ListenerEvent, ReadyState};
+use crate::id::{ListenerId, SocketId, TokenKind, next_generation};
+use crate::options::{ConnectOptions, ListenOptions};
+use crate::state::{Action, Actions, Conn, State};
+use crate::sys;
+use crate::write_queue::MAX_SLICES;
+
+/// One socket: the machine plus the I/O facts only the reactor knows.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) stream: Option<TcpStream>,
+    pub(crate) conn: Conn,
+    pub(crate) listener: Option<ListenerId>,
+    /// Cached edge-triggered readiness: set by events, cleared only when the kernel says
+    /// `WouldBlock` (or a short read / partial write proves the buffer ran dry / full).
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// epoll reported the peer's FIN or RST: keep reading past a short read to see it.
+    pub(crate) read_closed: bool,
+    /// epoll reported an error (EPOLLERR): an EOF may hide a reset, check `SO_ERROR`.
+    pub(crate) error_hint: bool,
+    /// Already in the reactor's list of sockets to service this turn.
+    pub(crate) scheduled: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct ListenerSlot {
+    pub(crate) listener: Option<TcpListener>,
+    pub(crate) options: ListenOptions,
+    /// Accepted sockets not yet closed.
+    pub(crate) connections: usize,
+    /// More connections may wait in the backlog (accept budget ran out).
+    pub(crate) scheduled: bool,
+}
+
+/// A queued event, delivered in order after the current handler returns.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Socket(SocketId, Event<'static>),
+    Listener(ListenerId, ListenerEvent),
+}
+
+/// The reactor's state that handlers act on: sockets, listeners, the event queue.
+///
+/// Every method taking an id checks it: an id whose socket was reclaimed gives
+/// [`Error::StaleId`]; a socket destroyed earlier in the same batch gives
+/// [`Error::Destroyed`]. Nothing here panics on a bad id.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) registry: Registry,
+    pub(crate) sockets: Slab<Slot>,
+    /// Generation of each socket slot, kept across reuse (the slab forgets freed entries).
+    pub(crate) socket_generations: Vec<u32>,
+    pub(crate) listeners: Slab<ListenerSlot>,
+    pub(crate) listener_generations: Vec<u32>,
+    pub(crate) queue: VecDeque<Queued>,
+    /// Scratch buffer for the machine's actions, drained by `apply` after each input.
+    pub(crate) actions: Actions,
+    /// Sockets and listeners with work to do this turn.
+    pub(crate) ready: Vec<SocketId>,
+    pub(crate) ready_listeners: Vec<ListenerId>,
+    /// Destroyed sockets whose slots are freed after the event batch.
+    pub(crate) reclaim: Vec<SocketId>,
+    /// Closed listeners waiting to be freed once their `Close` is queued.
+    pub(crate) reclaim_listeners: Vec<ListenerId>,
+    pub(crate) stopped: bool,
+}
+
+impl Context {
+    pub(crate) fn new(registry: Registry) -> Context {
+        Context {
+            registry,
+            sockets: Slab::new(),
+            socket_generations: Vec::new(),
+            listeners: Slab::new(),
+            listener_generations: Vec::new(),
+            queue: VecDeque::new(),
+            actions: Actions::new(),
+            ready: Vec::new(),
+            ready_listeners: Vec::new(),
+            reclaim: Vec::new(),
+            reclaim_listeners: Vec::new(),
+            stopped: false,
+        }
+    }
+
+    // ---- listeners -----------------------------------------------------------------------
+
+    /// Listens on `addr` (port 0 picks a free port; see [`listener_addr`](Self::listener_addr)).
+    /// Accepted sockets arrive as [`Event::Accepted`].
+    pub fn listen(&mut self, addr: SocketAddr, options: ListenOptions) -> Result<ListenerId> {
+        if options.backlog == 0 {
+            return Err(Error::InvalidOption("backlog must be at least 1"));
+        }
+        if options.high_water_mark == 0 {
+            return Err(Error::InvalidOption("high_water_mark must be at least 1"));
+        }
+        let mut listener = sys::listen(addr, options.backlog)?;
+        let index = self.listeners.vacant_key();
+        let id = ListenerId {
+            index: index as u32,
+            generation: generation_of(&mut self.listener_generations, index),
+        };
+        self.registry.register(
+            &mut listener,
+            TokenKind::Listener(id).to_token(),
+            Interest::READABLE,
+        )?;
+        self.listeners.insert(ListenerSlot {
+            listener: Some(listener),
+            options,
+            connections: 0,
+            scheduled: false,
+        });
+        Ok(id)
+    }
+
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, id: ListenerId) -> Result<SocketAddr> {
+        let slot = self.listener(id)?;
+        match &slot.listener {
+            Some(l) => Ok(l.local_addr()?),
+            None => Err(Error::Destroyed),
+        }
+    }
+
+    /// Closes a listener: its fd is dropped at once, so new connects are refused instead of
+    /// waiting in a kernel backlog nobody will accept from. Sockets it accepted are left
+    /// alone; [`ListenerEvent::Close`] comes once the last of them has closed (unlike Node,
+    /// whose server `close` precedes its sockets' `close`).
+    pub fn close_listener(&mut self, id: ListenerId) -> Result<()> {
+        let slot = self.listener_mut(id)?;
+        let Some(listener) = slot.listener.take() else {
+            return Err(Error::Destroyed);
+        };
+        // Dropping the fd closes the socket, which also removes it from epoll.
+        drop(listener);
+        self.maybe_listener_closed(id);
+        Ok(())
+    }
+
+    /// Ids of the listeners still open.
+    pub fn listener_ids(&self) -> Vec<ListenerId> {
+        self.listeners
+            .iter()
+            .filter(|(_, l)| l.listener.is_some())
+            .map(|(i, _)| ListenerId {
+                index: i as u32,
+                generation: self.listener_generations[i],
+            })
+            .collect()
+    }
+
+    fn listener(&self, id: ListenerId) -> Result<&ListenerSlot> {
+        match self.listeners.get(id.index()) {
+            Some(slot) if self.listener_generations[id.index()] == id.generation => Ok(slot),
+            _ => Err(Error::StaleId),
+        }
+    }
+
+    pub(crate) fn listener_mut(&mut self, id: ListenerId) -> Result<&mut ListenerSlot> {
+        match self.listeners.get_mut(id.index()) {
+            Some(slot) if self.listener_generations[id.index()] == id.generation => Ok(slot),
+            _ => Err(Error::StaleId),
+        }
+    }
+
+    pub(crate) fn maybe_listener_closed(&mut self, id: ListenerId) {
+        if let Ok(slot) = self.listener_mut(id)
+            && slot.listener.is_none()
+            && slot.connections == 0
+        {
+            self.queue
+                .push_back(Queued::Listener(id, ListenerEvent::Close));
+            self.reclaim_listeners.push(id);
+        }
+    }
+
+    // ---- sockets: creation ---------------------------------------------------------------
+
+    /// Connects to `addr`. Returns at once; the outcome arrives as [`Event::Connect`], or as
+    /// [`Event::Error`] + [`Event::Close`] (a refused connect included — like Node, connect
+    /// failures are events, never this call's result). Writes and `end` made before the
+    /// connect completes are queued and applied in order once it does.
+    pub fn connect(&mut self, addr: SocketAddr, options: ConnectOptions) -> Result<SocketId> {
+        if options.high_water_mark == 0 {
+            return Err(Error::InvalidOption("high_water_mark must be at least 1"));
+        }
+        let index = self.sockets.vacant_key();
+        let id = SocketId {
+            index: index as u32,
+            generation: generation_of(&mut self.socket_generations, index),
+        };
+        let mut slot = Slot::new(Conn::connecting(id, options.conn()), None);
+        let result = TcpStream::connect(addr).and_then(|mut stream| {
+            if options.no_delay {
+                stream.set_nodelay(true)?;
+            }
+            self.registry.register(
+                &mut stream,
+                TokenKind::Socket(id).to_token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => slot.stream = Some(stream),
+            Err(e) => slot.conn.on_io_error(e, &mut self.actions),
+        }
+        self.sockets.insert(slot);
+        self.apply(id);
+        Ok(id)
+    }
+
+    /// Adopts an accepted stream (called by the reactor's accept loop).
+    pub(crate) fn adopt(
+        &mut self,
+        mut stream: TcpStream,
+        listener: ListenerId,
+        options: &ListenOptions,
+    ) -> io::Result<SocketId> {
+        let index = self.sockets.vacant_key();
+        let id = SocketId {
+            index: index as u32,
+            generation: generation_of(&mut self.socket_generations, index),
+        };
+        if options.no_delay {
+            stream.set_nodelay(true)?;
+        }
+        self.registry.register(
+            &mut stream,
+            TokenKind::Socket(id).to_token(),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut slot = Slot::new(Conn::accepted(id, options.conn()), Some(listener));
+        slot.stream = Some(stream);
+        // A fresh socket has an empty send buffer: writes from the `Accepted` handler go
+        // straight out instead of waiting one turn for the first writable edge.
+        slot.writable = true;
+        self.sockets.insert(slot);
+        self.queue
+            .push_back(Queued::Socket(id, Event::Accepted(listener)));
+        Ok(id)
+    }
+
+    pub(crate) fn slot(&self, id: SocketId) -> Result<&Slot> {
+        match self.sockets.get(id.index()) {
+            Some(slot) if self.socket_generations[id.index()] == id.generation => Ok(slot),
+            _ => Err(Error::StaleId),
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: SocketId) -> Result<&mut Slot> {
+        slot_in(&mut self.sockets, &self.socket_generations, id)
+    }
+
+    // ---- sockets: operations -------------------------------------------------------------
+
+    /// Writes `data`. Returns whether the queue is still under the high-water mark (Node's
+    /// `write()` result): `false` asks the program to wait for [`Event::Drain`], but nothing
+    /// written past it is lost.
+    ///
+    /// When nothing is queued the bytes go straight to the kernel and only what it did not
+    /// take is copied into the queue. After `end()` this returns [`Error::WriteAfterEnd`] and
+    /// changes nothing: the connection goes on ending gracefully. If the kernel reports an
+    /// error the socket is destroyed (events follow) and the bytes count as unsent.
+    pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<bool> {
+        let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
+        slot.conn.check_write()?;
+        let mut sent = 0;
+        let mut failed = None;
+        if !data.is_empty()
+            && slot.writable
+            && slot.conn.may_send()
+            && slot.conn.queue().is_empty()
+            && let Some(stream) = &slot.stream
+        {
+            match sys::send(stream, data) {
+                Ok(n) => {
+                    sent = n;
+                    // A partial send means the send buffer is full; the kernel set
+                    // SOCK_NOSPACE and will report the next writable edge.
+                    if n < data.len() {
+                        slot.writable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        let below = slot.conn.accept_write(data, sent);
+        if let Some(e) = failed {
+            slot.conn.on_io_error(e, &mut self.actions);
+            self.apply(id);
+            return Ok(false);
+        }
+        Ok(below)
+    }
+
+    /// Ends the writing side: every queued byte goes out, then the FIN ([`Event::Finish`]).
+    /// Reading goes on until the peer's FIN. A second `end` is a no-op.
+    pub fn end(&mut self, id: SocketId) -> Result<()> {
+        let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
+        slot.conn.end(&mut self.actions)?;
+        self.apply(id);
+        Ok(())
+    }
+
+    /// Writes a last chunk, then ends (Node's `end(data)`). After `end()` this returns
+    /// [`Error::WriteAfterEnd`] and changes nothing.
+    pub fn end_with(&mut self, id: SocketId, data: &[u8]) -> Result<()> {
+        self.write(id, data)?;
+        self.end(id)
+    }
+
+    /// Closes at once: queued bytes are dropped (counted in [`CloseInfo::unsent`]). The
+    /// kernel sends what it already holds and a FIN — or RST if unread input is pending
+    /// (Linux). No `End`, no `Finish`; `Close` with `had_error == false`.
+    ///
+    /// [`CloseInfo::unsent`]: crate::CloseInfo::unsent
+    pub fn destroy(&mut self, id: SocketId) -> Result<()> {
+        slot_in(&mut self.sockets, &self.socket_generations, id)?
+            .conn
+            .destroy(None, &mut self.actions)?;
+        self.apply(id);
+        Ok(())
+    }
+
+    /// Like [`destroy`](Self::destroy) but reports `error`: [`Event::Error`] then `Close` with
+    /// `had_error == true`.
+    pub fn destroy_with(&mut self, id: SocketId, error: Error) -> Result<()> {
+        slot_in(&mut self.sockets, &self.socket_generations, id)?
+            .conn
+            .destroy(Some(error), &mut self.actions)?;
+        self.apply(id);
+        Ok(())
+    }
+
+    /// Lingering close: flush, FIN, then read and discard input until the peer's FIN (or the
+    /// linger deadline), then close. Never turns into an RST because of unread input. The
+    /// program gets no more `Data` and no `End`.
+    pub fn destroy_soon(&mut self, id: SocketId) -> Result<()> {
+        slot_in(&mut self.sockets, &self.socket_generations, id)?
+            .conn
+            .destroy_soon(&mut self.actions)?;
+        self.apply(id);
+        Ok(())
+    }
+
+    /// Sends RST (`SO_LINGER{on, 0}` + close) and destroys, in every state — after `end()`
+    /// too. Queued bytes are dropped and counted as unsent.
+    pub fn reset_and_destroy(&mut self, id: SocketId) -> Result<()> {
+        slot_in(&mut self.sockets, &self.socket_generations, id)?
+            .conn
+            .reset(&mut self.actions)?;
+        self.apply(id);
+        Ok(())
+    }
+
+    /// Stops reading: no `Data` until [`resume`](Self::resume); the kernel buffers fill and
+    /// the peer feels backpressure.
+    pub fn pause(&mut self, id: SocketId) -> Result<()> {
+        self.slot_mut(id)?.conn.pause()
+    }
+
+    /// Starts reading again; input that arrived meanwhile is delivered in the next turn.
+    pub fn resume(&mut self, id: SocketId) -> Result<()> {
+        self.slot_mut(id)?.conn.resume()?;
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_no_delay(&mut self, id: SocketId, no_delay: bool) -> Result<()> {
+        Ok(self.stream(id)?.set_nodelay(no_delay)?)
+    }
+
+    /// Enables TCP keep-alive probes after `idle` without traffic, or disables them (`None`).
+    pub fn set_keep_alive(&mut self, id: SocketId, idle: Option<Duration>) -> Result<()> {
+        Ok(sys::set_keep_alive(self.stream(id)?, idle)?)
+    }
+
+    fn stream(&self, id: SocketId) -> Result<&TcpStream> {
+        self.slot(id)?.stream.as_ref().ok_or(Error::Destroyed)
+    }
+
+    // ---- sockets: facts ------------------------------------------------------------------
+
+    /// The socket's state (see the crate docs for the transition table).
+    pub fn state(&self, id: SocketId) -> Result<State> {
+        Ok(self.slot(id)?.conn.state())
+    }
+
+    /// Node's `readyState`.
+    pub fn ready_state(&self, id: SocketId) -> Result<ReadyState> {
+        Ok(self.slot(id)?.conn.ready_state())
+    }
+
+    /// Bytes read from the peer so far.
+    pub fn bytes_read(&self, id: SocketId) -> Result<u64> {
+        Ok(self.slot(id)?.conn.bytes_read())
+    }
+
+    /// Bytes handed to the kernel so far.
+    pub fn bytes_written(&self, id: SocketId) -> Result<u64> {
+        Ok(self.slot(id)?.conn.bytes_written())
+    }
+
+    /// Bytes accepted by `write` and not yet handed to the kernel (Node's `bufferSize`).
+    pub fn bytes_queued(&self, id: SocketId) -> Result<usize> {
+        Ok(self.slot(id)?.conn.bytes_queued())
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self, id: SocketId) -> Result<SocketAddr> {
+        Ok(self.stream(id)?.local_addr()?)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, id: SocketId) -> Result<SocketAddr> {
+        Ok(self.stream(id)?.peer_addr()?)
+    }
+
+    /// The listener that accepted this socket (`None` for outgoing connections).
+    pub fn listener_of(&self, id: SocketId) -> Result<Option<ListenerId>> {
+        Ok(self.slot(id)?.listener)
+    }
+
+    /// Sockets not yet reclaimed (destroyed sockets count until the end of their batch).
+    pub fn live_sockets(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Listeners not yet reclaimed (a closed listener counts until its `Close`).
+    pub fn live_listeners(&self) -> usize {
+        self.listeners.len()
+    }
+
+    /// Ids of all sockets not yet destroyed.
+    pub fn socket_ids(&self) -> Vec<SocketId> {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| !s.conn.is_destroyed())
+            .map(|(i, _)| SocketId {
+                index: i as u32,
+                generation: self.socket_generations[i],
+            })
+            .collect()
+    }
+
+    /// Makes [`Reactor::run`](crate::Reactor::run) return after the current turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    // ---- the loop's side -----------------------------------------------------------------
+
+    pub(crate) fn schedule(&mut self, id: SocketId) {
+        if let Ok(slot) = self.slot_mut(id)
+            && !slot.scheduled
+        {
+            slot.scheduled = true;
+            self.ready.push(id);
+        }
+    }
+
+    /// Carries out the actions the machine just produced, in order. Syscall outcomes are fed
+    /// back to the machine, whose new actions join the same queue.
+    pub(crate) fn apply(&mut self, id: SocketId) {
+        while let Some(action) = self.actions.pop_front() {
+            let Some(slot) = self.sockets.get_mut(id.index()) else {
+                self.actions.clear();
+                return;
+            };
+            match action {
+                Action::Emit(event) => self.queue.push_back(Queued::Socket(id, event)),
+                Action::Shutdown => {
+                    let result = match &slot.stream {
+                        Some(stream) => sys::shutdown_write(stream),
+                        None => Err(io::ErrorKind::NotConnected.into()),
+                    };
+                    slot.conn.on_shutdown(result, &mut self.actions);
+                }
+                Action::Close { reset } => {
+                    if let Some(stream) = slot.stream.take() {
+                        sys::close(stream, reset);
+                    }
+                    let listener = slot.listener;
+                    self.reclaim.push(id);
+                    if let Some(lid) = listener {
+                        if let Ok(l) = self.listener_mut(lid) {
+                            l.connections -= 1;
+                        }
+                        self.maybe_listener_closed(lid);
+                    }
+                }
+                Action::ArmDeadline(_) => {
+                    // Deadlines arrive with the timers (see `timers`); until a duration is
+                    // configured nothing is armed.
+                }
+            }
+        }
+    }
+
+    /// Hands queued bytes to the kernel until the queue is empty or the kernel is full.
+    pub(crate) fn flush(&mut self, id: SocketId) {
+        loop {
+            let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id) else {
+                return;
+            };
+            if !slot.writable || !slot.conn.may_send() || slot.conn.queue().is_empty() {
+                return;
+            }
+            let Some(stream) = &slot.stream else { return };
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = slot.conn.queue().fill(&mut slices);
+            let offered: usize = slices[..n].iter().map(|s| s.len()).sum();
+            let result = sys::send_vectored(stream, &slices[..n]);
+            match result {
+                Ok(written) => {
+                    if written < offered {
+                        slot.writable = false;
+                    }
+                    slot.conn.on_written(written, &mut self.actions);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.writable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => slot.conn.on_io_error(e, &mut self.actions),
+            }
+            self.apply(id);
+        }
+    }
+
+    /// Frees the slots of sockets destroyed in this batch, bumping their generation so their
+    /// ids go stale, and the slots of listeners whose `Close` was queued.
+    pub(crate) fn reclaim(&mut self) {
+        for id in self.reclaim.drain(..) {
+            if self.sockets.contains(id.index())
+                && self.socket_generations[id.index()] == id.generation
+            {
+                self.sockets.remove(id.index());
+                let g = &mut self.socket_generations[id.index()];
+                *g = next_generation(*g);
+            }
+        }
+        for id in self.reclaim_listeners.drain(..) {
+            if self.listeners.contains(id.index())
+                && self.listener_generations[id.index()] == id.generation
+            {
+                self.listeners.remove(id.index());
+                let g = &mut self.listener_generations[id.index()];
+                *g = next_generation(*g);
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn new(conn: Conn, listener: Option<ListenerId>) -> Slot {
+        Slot {
+            stream: None,
+            conn,
+            listener,
+            readable: false,
+            writable: false,
+            read_closed: false,
+            error_hint: false,
+            scheduled: false,
+        }
+    }
+}
+
+/// Looks a socket up by id through disjoint field borrows, so callers can still use the
+/// action buffer and the event queue while holding the slot.
+pub(crate) fn slot_in<'a>(
+    sockets: &'a mut Slab<Slot>,
+    generations: &[u32],
+    id: SocketId,
+) -> Result<&'a mut Slot> {
+    match sockets.get_mut(id.index()) {
+        Some(slot) if generations[id.index()] == id.generation => Ok(slot),
+        _ => Err(Error::StaleId),
+    }
+}
+
+/// The generation for a slot about to be filled, growing the table for a new slot.
+fn generation_of(generations: &mut Vec<u32>, index: usize) -> u32 {
+    if index >= generations.len() {
+        generations.resize(index + 1, 0);
+    }
+    generations[index]
+}

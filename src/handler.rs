@@ -1,0 +1,48 @@
+//! The program's side of the reactor: a handler that receives events.
+
+use crate::context::Context;
+use crate::event::{Event, ListenerEvent};
+use crate::id::{ListenerId, SocketId};
+
+/// Receives every event of a reactor. Each call gets the [`Context`] to act on any socket;
+/// what it does takes effect in the loop and its own events come after the call returns.
+///
+/// A closure `FnMut(&mut Context, SocketId, Event)` is a handler that ignores listener events:
+///
+/// ```no_run
+/// use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+///
+/// let mut reactor = Reactor::new()?;
+/// reactor.listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())?;
+/// // An echo server.
+/// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
+///     if let Event::Data(bytes) = event {
+///         let _ = cx.write(id, bytes);
+///     }
+/// })?;
+/// # Ok::<(), finwait::Error>(())
+/// ```
+pub trait Handler {
+    /// One socket event. See [`Event`] for the order guarantees.
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>);
+
+    /// One listener event. The default ignores them.
+    fn on_listener_event(&mut self, cx: &mut Context, id: ListenerId, event: ListenerEvent) {
+        let _ = (cx, id, event);
+    }
+
+    /// The reactor's graceful shutdown completed: every listener and socket is closed and
+    /// `run` is about to return. The default does nothing.
+    fn on_shutdown_complete(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&mut Context, SocketId, Event<'_>),
+{
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        self(cx, id, event)
+    }
+}

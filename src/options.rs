@@ -1,0 +1,160 @@
+//! Options for listeners and outgoing connections.
+
+use std::time::Duration;
+
+use crate::state::ConnOptions;
+
+/// Default high-water mark: `write` returns false once this many bytes are queued (Node v22).
+pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// How a listener accepts and sets up its sockets.
+///
+/// ```
+/// use finwait::ListenOptions;
+/// let opts = ListenOptions::new().backlog(128).allow_half_open(true).high_water_mark(16 * 1024);
+/// assert!(opts.allow_half_open);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenOptions {
+    /// `listen(2)` backlog (default 1024).
+    pub backlog: u32,
+    /// Accepted sockets stay writable after the peer's FIN until the program calls `end()`
+    /// (default false: the reactor ends them right after the `End` event).
+    pub allow_half_open: bool,
+    /// Accepted sockets' high-water mark (default 64 KiB).
+    pub high_water_mark: usize,
+    /// `TCP_NODELAY` on accepted sockets (default true: a reactor for request/response work
+    /// should not wait for Nagle's algorithm).
+    pub no_delay: bool,
+    /// Idle timeout armed on every accepted socket (default none); see
+    /// [`Context::set_timeout`](crate::Context::set_timeout).
+    pub idle_timeout: Option<Duration>,
+    /// Most sockets of this listener open at once (default unlimited). Beyond it, new
+    /// connections are accepted and closed at once, gracefully (FIN, never RST) — Node's
+    /// `maxConnections` behaviour — so clients are told instead of waiting in the backlog.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 1024,
+            allow_half_open: false,
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            no_delay: true,
+            idle_timeout: None,
+            max_connections: None,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`backlog`](Self::backlog).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+    /// Sets [`allow_half_open`](Self::allow_half_open).
+    pub fn allow_half_open(mut self, allow: bool) -> Self {
+        self.allow_half_open = allow;
+        self
+    }
+    /// Sets [`high_water_mark`](Self::high_water_mark).
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.high_water_mark = bytes;
+        self
+    }
+    /// Sets [`no_delay`](Self::no_delay).
+    pub fn no_delay(mut self, no_delay: bool) -> Self {
+        self.no_delay = no_delay;
+        self
+    }
+    /// Sets [`idle_timeout`](Self::idle_timeout); `None` or zero disarms.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+    /// Sets [`max_connections`](Self::max_connections).
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    pub(crate) fn conn(&self) -> ConnOptions {
+        ConnOptions {
+            allow_half_open: self.allow_half_open,
+            high_water_mark: self.high_water_mark,
+        }
+    }
+}
+
+/// How an outgoing connection is set up.
+///
+/// ```
+/// use finwait::ConnectOptions;
+/// use std::time::Duration;
+/// let opts = ConnectOptions::new().connect_timeout(Some(Duration::from_secs(3)));
+/// assert_eq!(opts.connect_timeout, Some(Duration::from_secs(3)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// See [`ListenOptions::allow_half_open`] (default false).
+    pub allow_half_open: bool,
+    /// See [`ListenOptions::high_water_mark`] (default 64 KiB).
+    pub high_water_mark: usize,
+    /// See [`ListenOptions::no_delay`] (default true).
+    pub no_delay: bool,
+    /// Give up connecting after this long (default none: the kernel's own SYN retries decide).
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            allow_half_open: false,
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            no_delay: true,
+            connect_timeout: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`allow_half_open`](Self::allow_half_open).
+    pub fn allow_half_open(mut self, allow: bool) -> Self {
+        self.allow_half_open = allow;
+        self
+    }
+    /// Sets [`high_water_mark`](Self::high_water_mark).
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.high_water_mark = bytes;
+        self
+    }
+    /// Sets [`no_delay`](Self::no_delay).
+    pub fn no_delay(mut self, no_delay: bool) -> Self {
+        self.no_delay = no_delay;
+        self
+    }
+    /// Sets [`connect_timeout`](Self::connect_timeout); `None` or zero disarms.
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    pub(crate) fn conn(&self) -> ConnOptions {
+        ConnOptions {
+            allow_half_open: self.allow_half_open,
+            high_water_mark: self.high_water_mark,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! [`Reactor`]: the single-threaded loop over `mio::Poll`.
+//!
+//! One turn: poll (timeout 0 when work is left over), note readiness on each socket, then
+//! service every ready socket — flush its queue, read it within a budget — delivering events
+//! in order, and finally free the slots of sockets destroyed in the batch.
+
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use mio::{Events, Poll};
+
+use crate::context::{Context, Queued, slot_in};
+use crate::error::Result;
+use crate::event::Event;
+use crate::handler::Handler;
+use crate::id::{ListenerId, SocketId, TokenKind};
+use crate::state::State;
+use crate::sys;
+
+/// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
+/// few syscalls, allocated once per reactor (no allocation per read).
+const READ_BUFFER: usize = 64 * 1024;
+/// Bytes one socket may read per turn before the others get their go.
+const READ_BUDGET: usize = 256 * 1024;
+/// Connections one listener may accept per turn.
+const ACCEPT_BUDGET: usize = 128;
+/// epoll events fetched per poll.
+const EVENT_CAPACITY: usize = 1024;
+
+/// The event loop: owns the poller, the shared read buffer and the [`Context`].
+///
+/// `Reactor` dereferences to [`Context`], so every socket call is also available outside the
+/// handler (before `run`, between `run_once` calls).
+///
+/// ```no_run
+/// use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+///
+/// // A server that writes a message and ends every connection.
+/// let mut reactor = Reactor::new()?;
+/// let listener = reactor.listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())?;
+/// println!("listening on {}", reactor.listener_addr(listener)?);
+/// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
+///     if let Event::Accepted(_) = event {
+///         let _ = cx.end_with(id, b"Goodbye\n");
+///     }
+/// })?;
+/// # Ok::<(), finwait::Error>(())
+/// ```
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    read_buf: Box<[u8]>,
+    cx: Context,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor").field("cx", &self.cx).finish()
+    }
+}
+
+impl Deref for Reactor {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.cx
+    }
+}
+
+impl DerefMut for Reactor {
+    fn deref_mut(&mut self) -> &mut Context {
+        &mut self.cx
+    }
+}
+
+impl Reactor {
+    /// A reactor with its own epoll instance.
+    pub fn new() -> Result<Reactor> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(EVENT_CAPACITY),
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            cx: Context::new(registry),
+        })
+    }
+
+    /// The [`Context`], for acting on sockets outside a handler.
+    pub fn context(&mut self) -> &mut Context {
+        &mut self.cx
+    }
+
+    /// Runs turns until [`Context::stop`] is called or nothing is left to wait for (no
+    /// listener, no socket, no queued event).
+    pub fn run<H: Handler + ?Sized>(&mut self, handler: &mut H) -> Result<()> {
+        self.cx.stopped = false;
+        while !self.cx.stopped && !self.is_idle() {
+            self.run_once(handler, None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is left: no listener, no socket, no queued event.
+    pub fn is_idle(&self) -> bool {
+        self.cx.sockets.is_empty() && self.cx.listeners.is_empty() && self.cx.queue.is_empty()
+    }
+
+    /// Runs one turn, waiting at most `timeout` for readiness (`None`: until something
+    /// happens). Events queued by calls made outside a handler are delivered in this turn.
+    pub fn run_once<H: Handler + ?Sized>(
+        &mut self,
+        handler: &mut H,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let busy = !self.cx.ready.is_empty()
+            || !self.cx.ready_listeners.is_empty()
+            || !self.cx.queue.is_empty();
+        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        for event in self.events.iter() {
+            match TokenKind::from_token(event.token()) {
+                Some(TokenKind::Socket(id)) => {
+                    // A stale token (the socket was destroyed) matches no slot.
+                    let Ok(slot) = self.cx.slot_mut(id) else {
+                        continue;
+                    };
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        slot.readable = true;
+                    }
+                    if event.is_writable() || event.is_write_closed() || event.is_error() {
+                        slot.writable = true;
+                    }
+                    slot.read_closed |= event.is_read_closed();
+                    slot.error_hint |= event.is_error();
+                    self.cx.schedule(id);
+                }
+                Some(TokenKind::Listener(id)) => {
+                    if let Ok(l) = self.cx.listener_mut(id)
+                        && !l.scheduled
+                    {
+                        l.scheduled = true;
+                        self.cx.ready_listeners.push(id);
+                    }
+                }
+                Some(TokenKind::Reserved(_)) | None => {}
+            }
+        }
+        self.deliver(handler);
+        for id in std::mem::take(&mut self.cx.ready_listeners) {
+            self.accept(id);
+        }
+        self.deliver(handler);
+        let ready = std::mem::take(&mut self.cx.ready);
+        for id in ready {
+            if let Ok(slot) = self.cx.slot_mut(id) {
+                slot.scheduled = false;
+            }
+            self.service(id, handler);
+        }
+        self.deliver(handler);
+        self.cx.reclaim();
+        Ok(())
+    }
+
+    /// Delivers queued events in order until the queue is empty (handlers may queue more).
+    fn deliver<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        while let Some(queued) = self.cx.queue.pop_front() {
+            match queued {
+                Queued::Socket(id, event) => {
+                    let ended = matches!(event, Event::End);
+                    handler.on_event(&mut self.cx, id, event);
+                    let cx = &mut self.cx;
+                    if ended && let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id)
+                    {
+                        slot.conn.after_end_delivered(&mut cx.actions);
+                        cx.apply(id);
+                    }
+                }
+                Queued::Listener(id, event) => handler.on_listener_event(&mut self.cx, id, event),
+            }
+        }
+    }
+
+    /// Accepts up to the budget; if connections may remain, the listener stays scheduled.
+    fn accept(&mut self, id: ListenerId) {
+        let Ok(slot) = self.cx.listener_mut(id) else {
+            return;
+        };
+        slot.scheduled = false;
+        for _ in 0..ACCEPT_BUDGET {
+            let Ok(slot) = self.cx.listener_mut(id) else {
+                return;
+            };
+            let Some(listener) = &slot.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let options = slot.options.clone();
+                    slot.connections += 1;
+                    if let Err(e) = self.cx.adopt(stream, id, &options) {
+                        log::debug!("{id}: dropping accepted connection: {e}");
+                        if let Ok(slot) = self.cx.listener_mut(id) {
+                            slot.connections -= 1;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if sys::is_transient_accept_error(&e) => {}
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    log::warn!("{id}: accept: {e}");
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("{id}: accept failed: {e}");
+                    self.cx.queue.push_back(Queued::Listener(
+                        id,
+                        crate::event::ListenerEvent::Error(e.into()),
+                    ));
+                    return;
+                }
+            }
+        }
+        // Budget spent: come back next turn (with a zero poll timeout) for the rest.
+        if let Ok(slot) = self.cx.listener_mut(id) {
+            slot.scheduled = true;
+            self.cx.ready_listeners.push(id);
+        }
+    }
+
+    /// Services one socket: completes a connect, flushes, reads.
+    fn service<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+        let Ok(slot) = self.cx.slot_mut(id) else {
+            return;
+        };
+        if matches!(slot.conn.state(), State::Connecting { .. }) {
+            if !slot.writable {
+                return;
+            }
+            self.finish_connect(id);
+        }
+        self.cx.flush(id);
+        self.deliver(handler);
+        self.read(id, handler);
+    }
+
+    fn finish_connect(&mut self, id: SocketId) {
+        let cx = &mut self.cx;
+        let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id) else {
+            return;
+        };
+        let Some(stream) = &slot.stream else {
+            return;
+        };
+        let outcome = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => Ok(()),
+                // Spurious wake-up: still connecting.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    slot.writable = false;
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(()) => slot.conn.on_connected(&mut cx.actions),
+            Err(e) => slot.conn.on_io_error(e, &mut cx.actions),
+        }
+        cx.apply(id);
+    }
+
+    /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
+    /// from the shared buffer, after any event queued before it.
+    fn read<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let cx = &mut self.cx;
+            let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id) else {
+                return;
+            };
+            if !slot.readable || !slot.conn.wants_read() {
+                return;
+            }
+            if budget == 0 {
+                cx.schedule(id);
+                return;
+            }
+            let Some(stream) = &slot.stream else {
+                return;
+            };
+            match sys::recv(stream, &mut self.read_buf) {
+                Ok(0) => {
+                    slot.readable = false;
+                    // A FIN followed by an RST reads as a plain EOF (the FIN sets SOCK_DONE);
+                    // only the pending socket error tells the reset apart.
+                    let reset = if slot.error_hint {
+                        stream.take_error().ok().flatten()
+                    } else {
+                        None
+                    };
+                    match reset {
+                        Some(e) => slot.conn.on_io_error(e, &mut cx.actions),
+                        None => slot.conn.on_eof(&mut cx.actions),
+                    }
+                    cx.apply(id);
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    // A short read drained the kernel buffer: the next byte brings a new edge,
+                    // so skip the read that would only say WouldBlock — unless the peer's FIN
+                    // or RST is already known, which brings no further edge.
+                    if n < self.read_buf.len() && !slot.read_closed {
+                        slot.readable = false;
+                    }
+                    if slot.conn.on_read(n) {
+                        self.deliver(handler);
+                        handler.on_event(&mut self.cx, id, Event::Data(&self.read_buf[..n]));
+                        self.deliver(handler);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    slot.conn.on_io_error(e, &mut cx.actions);
+                    cx.apply(id);
+                    return;
+                }
+            }
+        }
+    }
+}
