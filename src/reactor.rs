@@ -300,8 +300,16 @@ impl Reactor {
                     slot.readable = false;
                     // A FIN followed by an RST reads as a plain EOF (the FIN sets SOCK_DONE);
                     // only the pending socket error tells the reset apart.
+                    // Linux records an RST received after the FIN as EPIPE (the socket was in
+                    // CLOSE_WAIT); it is still the peer's reset, so say so.
                     let reset = if slot.error_hint {
-                        stream.take_error().ok().flatten()
+                        stream.take_error().ok().flatten().map(|e| {
+                            if e.kind() == io::ErrorKind::BrokenPipe {
+                                io::Error::from_raw_os_error(libc::ECONNRESET)
+                            } else {
+                                e
+                            }
+                        })
                     } else {
                         None
                     };
