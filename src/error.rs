@@ -11,9 +11,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// `write` or `end` after `end()` (or after the automatic end of a non-half-open socket).
-    /// Unlike Node, the connection is left alone: everything queued before `end()` still goes
-    /// out, then the FIN.
+    /// `write` (or `end_with` some data) after `end()`, or after the automatic end of a
+    /// socket without `allow_half_open`. Unlike Node, the connection is left alone:
+    /// everything queued before `end()` still goes out, then the FIN. A bare second `end()`
+    /// is a no-op, not an error.
     #[error("write after end")]
     WriteAfterEnd,
     /// The socket is already destroyed; its `Close` is (or was) being delivered.

@@ -59,9 +59,9 @@ pub enum CloseReason {
     LocalDestroy,
     /// The program called `reset_and_destroy`: RST sent.
     LocalReset,
-    /// The peer sent RST.
+    /// The peer sent RST (the kernel said ECONNRESET, EPIPE or ECONNABORTED).
     PeerReset,
-    /// A transport error other than a reset (refused connect, unreachable, broken pipe, …).
+    /// A transport error other than a reset (refused connect, unreachable, timed out, …).
     Error,
     /// A deadline ran out.
     Deadline(Deadline),

@@ -1,4 +1,90 @@
-//! finwait (crate docs written below)
+//! # finwait — TCP close semantics done right, on a single-threaded mio reactor
+//!
+//! finwait gives Rust programs the socket model Node.js users know — `write`, `end`,
+//! `destroy`, `destroy_soon`, `reset_and_destroy`, `allow_half_open`, backpressure with
+//! `Drain` — and fixes the places where Node loses data or leaks half-open sockets.
+//!
+//! ## The model in five minutes
+//!
+//! A [`Reactor`] owns an epoll instance, listeners and sockets. You [`listen`] and/or
+//! [`connect`], then [`run`] the loop with a [`Handler`]: it receives an [`Event`] for a
+//! [`SocketId`] together with a [`Context`], through which it acts on any socket. Your
+//! program keeps its own per-connection state (a map keyed by `SocketId`, say).
+//!
+//! **Events** per socket: [`Accepted`](Event::Accepted) or [`Connect`](Event::Connect)
+//! first; [`Data`](Event::Data); [`End`](Event::End) (the peer's FIN, after all its data);
+//! [`Finish`](Event::Finish) (our FIN handed to the kernel after every queued byte);
+//! [`Drain`](Event::Drain); [`Timeout`](Event::Timeout); [`Error`](Event::Error) at most
+//! once, right before [`Close`](Event::Close), which comes exactly once and last, carrying
+//! `had_error` (Node's meaning), a [`CloseReason`] and the number of queued bytes that never
+//! reached the kernel. Events are never delivered inside the call that caused them: a
+//! `destroy` made in a handler is delivered as `Close` after the handler returns.
+//!
+//! **States** (per socket, see [`State`]; predicates such as "may I write?" are derived
+//! from it, never stored beside it):
+//!
+//! | from | input | to | effects |
+//! |---|---|---|---|
+//! | `Connecting` | connected | `Open` | `Connect`; a pending `end`/`destroy_soon` is applied now |
+//! | `Connecting` | `end()` / `destroy_soon()` | `Connecting{ending}` | remembered, writes refused from now |
+//! | `Open` | `end()` | `HalfClosedLocal(Pending)` | FIN once the queue is empty |
+//! | `Open` | peer FIN | `HalfClosedRemote` | `End`; without `allow_half_open`, `end()` right after the handler |
+//! | `Open` | `destroy_soon()` | `Closing{Pending, peer_fin: false}` | flush, FIN, then discard input |
+//! | `HalfClosedLocal(Pending)` | queue empty | `HalfClosedLocal(Sent)` | `shutdown(Write)`, `Finish`, FIN-wait deadline |
+//! | `HalfClosedLocal(Pending)` | peer FIN | `Closing{Pending, peer_fin: true}` | `End` |
+//! | `HalfClosedLocal(Sent)` | peer FIN | `Destroyed` | `End`, `Close(Graceful)` |
+//! | `HalfClosedLocal(fin)` | `destroy_soon()` | `Closing{fin, peer_fin: false}` | input discarded from now |
+//! | `HalfClosedRemote` | `end()` / `destroy_soon()` | `Closing{Pending, peer_fin: true}` | FIN once the queue is empty |
+//! | `Closing{Pending, true}` | queue empty | `Destroyed` | `shutdown(Write)`, `Finish`, `Close(Graceful)` |
+//! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish`, linger deadline |
+//! | `Closing{Pending, false}` | peer FIN | `Closing{Pending, true}` | (input was being discarded: no `End`) |
+//! | `Closing{Sent, false}` | peer FIN | `Destroyed` | `Close(Graceful)` |
+//! | any live state | `destroy([err])` | `Destroyed` | [`Error`], `Close(LocalDestroy)`, queue dropped and counted |
+//! | any live state | `reset_and_destroy()` | `Destroyed` | RST, `Close(LocalReset)`, queue dropped and counted |
+//! | any live state | I/O error / peer RST | `Destroyed` | `Error`, `Close(PeerReset or Error)` |
+//! | `Connecting` | connect deadline | `Destroyed` | `Error(TimedOut)`, `Close(Deadline(Connect))` |
+//! | `HalfClosedLocal(Sent)` | FIN-wait deadline | `Destroyed` | `Close(Deadline(FinWait))` |
+//! | `Closing{_, false}` | linger deadline | `Destroyed` | `Close(Deadline(Linger))` |
+//! | `Destroyed` | anything | `Destroyed` | calls return [`Error::Destroyed`]; the slot is freed after the event batch, then its id is stale ([`Error::StaleId`]) |
+//!
+//! ## The guarantees
+//!
+//! 1. **No silent loss.** `end()` never drops a queued byte: the FIN follows the last one.
+//!    When a socket closes with bytes still queued, [`CloseInfo::unsent`] says how many.
+//! 2. **Exactly one `Close` per socket**, last; `Error` at most once, right before it.
+//! 3. **A late write fails alone**: `write` after `end` returns [`Error::WriteAfterEnd`]
+//!    and the connection goes on ending gracefully. *(Node destroys the socket and truncates
+//!    what was queued — a deliberate difference.)*
+//! 4. **`reset_and_destroy` works in every state**, after `end()` too. *(Node: EINVAL and a
+//!    leaked fd.)*
+//! 5. **Graceful close never turns into RST**: [`Context::destroy_soon`] flushes, sends FIN,
+//!    then reads and discards until the peer's FIN before closing. *(Node closes right after
+//!    `finish`, so unread input turns into an RST.)*
+//! 6. **Resets are reported as resets**, also when data, FIN and RST arrive together.
+//! 7. **Errors are events, never panics**; calls on a destroyed or stale id return an error
+//!    and never reach a socket that reuses the slot (ids carry a generation).
+//! 8. **Backpressure like Node's**: `write` returns whether the queue is under the high-water
+//!    mark (64 KiB by default); `Drain` once after `false`; `pause`/`resume` stop and restart
+//!    reading.
+//!
+//! Other deliberate differences from Node: a write after the peer's FIN and our automatic end
+//! returns `WriteAfterEnd` (Node: EPIPE); `TCP_NODELAY` is on by default.
+//!
+//! ## Architecture
+//!
+//! - [`state`]: the sans-IO state machine — inputs in, [`state::Action`]s out, no syscalls.
+//! - [`write_queue`]: chunks plus a head offset; one vectored write spans many writes.
+//! - `context`: [`Context`], the calls a program makes; `reactor`: [`Reactor`], the loop that
+//!   maps readiness to machine inputs and actions to syscalls; `sys`: the syscalls themselves
+//!   (`MSG_NOSIGNAL` sends, so a host that does not ignore `SIGPIPE` survives a reset).
+//! - `id`: [`SocketId`]/[`ListenerId`] = slot index + generation, packed into mio tokens.
+//!
+//! State transitions are logged at `trace` level through the `log` crate (`socket 3.0: Open
+//! => HalfClosedLocal(Pending)`).
+//!
+//! [`listen`]: Context::listen
+//! [`connect`]: Context::connect
+//! [`run`]: Reactor::run
 #![warn(missing_docs)]
 
 mod context;

@@ -28,7 +28,7 @@ pub struct ListenOptions {
     /// should not wait for Nagle's algorithm).
     pub no_delay: bool,
     /// Idle timeout armed on every accepted socket (default none); see
-    /// [`Context::set_timeout`](crate::Context::set_timeout).
+    /// `Context::set_timeout`.
     pub idle_timeout: Option<Duration>,
     /// Most sockets of this listener open at once (default unlimited). Beyond it, new
     /// connections are accepted and closed at once, gracefully (FIN, never RST) — Node's

@@ -6,7 +6,7 @@
 //! the fd with or without RST). It never touches mio or a syscall, so every state and every
 //! transition is unit-tested here with plain values and fuzzed against a model.
 //!
-//! Every state change goes through [`Conn::set_state`], which trace-logs `socket A.B: X => Y`.
+//! Every state change goes through `Conn::set_state`, which trace-logs `socket A.B: X => Y`.
 //! The transition table lives in the crate docs ([`crate`]); keep both in step.
 
 use std::collections::VecDeque;
@@ -328,11 +328,14 @@ impl Conn {
             State::Connecting { .. } => self.set_state(State::Connecting {
                 ending: Some(Ending::Linger),
             }),
+            // The linger deadline bounds the whole lingering close — a flush stuck on a peer
+            // that never reads included — so it is armed on entering `Closing`.
             State::Open => {
                 self.set_state(State::Closing {
                     fin: Fin::Pending,
                     peer_fin: false,
                 });
+                out.push_back(Action::ArmDeadline(Deadline::Linger));
                 self.maybe_fin(out);
             }
             State::HalfClosedLocal(fin) => {
@@ -340,11 +343,12 @@ impl Conn {
                     fin,
                     peer_fin: false,
                 });
-                if fin == Fin::Sent {
-                    out.push_back(Action::ArmDeadline(Deadline::Linger));
-                }
+                out.push_back(Action::ArmDeadline(Deadline::Linger));
             }
-            State::HalfClosedRemote => return self.end(out),
+            State::HalfClosedRemote => {
+                out.push_back(Action::ArmDeadline(Deadline::Linger));
+                return self.end(out);
+            }
             State::Closing { .. } => {}
             State::Destroyed => return Err(Error::Destroyed),
         }
@@ -463,6 +467,10 @@ impl Conn {
     /// The kernel took `n` queued bytes.
     pub fn on_written(&mut self, n: usize, out: &mut Actions) {
         let n = n.min(self.queue.len());
+        if n == 0 {
+            // Nothing moved: nothing can have become due (and the FIN must not be asked twice).
+            return;
+        }
         self.queue.advance(n);
         self.bytes_written += n as u64;
         if self.queue.is_empty() {
@@ -507,7 +515,6 @@ impl Conn {
                     peer_fin: false,
                 });
                 out.push_back(Action::Emit(Event::Finish));
-                out.push_back(Action::ArmDeadline(Deadline::Linger));
             }
             _ => {}
         }
@@ -534,13 +541,9 @@ impl Conn {
         let applies = match which {
             Deadline::Connect => matches!(self.state, State::Connecting { .. }),
             Deadline::FinWait => self.state == State::HalfClosedLocal(Fin::Sent),
-            Deadline::Linger => matches!(
-                self.state,
-                State::Closing {
-                    peer_fin: false,
-                    ..
-                }
-            ),
+            // Only `destroy_soon` arms it, and from then on the socket is `Closing` until it
+            // is destroyed, whichever FIN came first.
+            Deadline::Linger => matches!(self.state, State::Closing { .. }),
             Deadline::Shutdown => !self.is_destroyed(),
         };
         if applies {

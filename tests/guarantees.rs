@@ -341,7 +341,7 @@ fn pause_stops_reading_and_resume_delivers_everything() {
         }
     }
     assert!(sent < LEN, "a paused socket must exert backpressure");
-    assert!(h.data.get(&id).is_none(), "no Data while paused");
+    assert!(!h.data.contains_key(&id), "no Data while paused");
     reactor.resume(id).unwrap();
     s.set_nonblocking(false).unwrap();
     let rest = payload[sent..].to_vec();
