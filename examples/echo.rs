@@ -60,17 +60,19 @@ fn serve(addr: SocketAddr) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
     let listener = reactor.listen(addr, ListenOptions::new())?;
     println!("listening on {}", reactor.listener_addr(listener)?);
-    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
-        Event::Data(bytes) => {
-            // A write that fails here only means the socket is already closing; its
-            // `Close` event reports what happened.
-            if let Ok(false) = cx.write(id, bytes) {
-                let _ = cx.pause(id);
+    reactor.run(
+        &mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
+            Event::Data(bytes) => {
+                // A write that fails here only means the socket is already closing; its
+                // `Close` event reports what happened.
+                if let Ok(false) = cx.write(id, bytes) {
+                    let _ = cx.pause(id);
+                }
             }
-        }
-        Event::Drain => {
-            let _ = cx.resume(id);
-        }
-        _ => {}
-    })
+            Event::Drain => {
+                let _ = cx.resume(id);
+            }
+            _ => {}
+        },
+    )
 }

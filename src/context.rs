@@ -8,18 +8,19 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, ListenerEvent, ReadyState};
+use crate::event::{Deadline, Event, ListenerEvent, ReadyState};
 use crate::id::{ListenerId, SocketId, TokenKind, next_generation};
 use crate::options::{ConnectOptions, ListenOptions};
 use crate::state::{Action, Actions, Conn, State};
 use crate::sys;
+use crate::timers::{Clock, TimerId, Timers};
 use crate::write_queue::MAX_SLICES;
 
 /// One socket: the machine plus the I/O facts only the reactor knows.
@@ -38,6 +39,10 @@ pub(crate) struct Slot {
     pub(crate) error_hint: bool,
     /// Already in the reactor's list of sockets to service this turn.
     pub(crate) scheduled: bool,
+    /// The idle timer (`set_timeout`), if armed.
+    pub(crate) idle: Option<TimerId>,
+    /// The one deadline a state can have at a time (connect, FIN wait, linger).
+    pub(crate) deadline: Option<TimerId>,
 }
 
 #[derive(Debug)]
@@ -48,6 +53,89 @@ pub(crate) struct ListenerSlot {
     pub(crate) connections: usize,
     /// More connections may wait in the backlog (accept budget ran out).
     pub(crate) scheduled: bool,
+    /// Accepting is paused after fd exhaustion until this retry timer fires.
+    pub(crate) backoff: Option<TimerId>,
+    /// A graceful shutdown of this listener is running.
+    pub(crate) shutting_down: bool,
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerKey {
+    Idle(SocketId),
+    Deadline(SocketId, Deadline),
+    /// The grace period of a shutdown: of one listener, or of the whole reactor.
+    Shutdown(Option<ListenerId>),
+    /// Try accepting again after running out of file descriptors.
+    AcceptRetry(ListenerId),
+}
+
+/// Reactor-wide settings.
+///
+/// ```
+/// use finwait::ReactorOptions;
+/// use std::time::Duration;
+/// let opts = ReactorOptions::new().fin_wait(Some(Duration::from_secs(5)));
+/// assert_eq!(opts.fin_wait, Some(Duration::from_secs(5)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReactorOptions {
+    /// After `end()`, how long the socket may go without progress — no byte flushed, no byte
+    /// read, no FIN from the peer — before it is destroyed with
+    /// [`CloseReason::Deadline`](crate::CloseReason::Deadline)`(FinWait)` (default 30 s).
+    /// This bounds both a peer that never sends its FIN and one that never reads what we
+    /// flush, while a slow but moving transfer is never cut. `None` waits forever, as Node
+    /// does — a socket whose peer vanished then holds its fd for good.
+    pub fin_wait: Option<Duration>,
+    /// How long `destroy_soon` may take in all — flush, FIN, wait for the peer's FIN —
+    /// before the socket is destroyed (default 5 s).
+    pub linger: Duration,
+    /// How long accepting pauses after the process ran out of file descriptors (default
+    /// 100 ms): long enough not to spin, short enough to serve again soon after fds free up.
+    pub accept_retry: Duration,
+}
+
+impl Default for ReactorOptions {
+    fn default() -> Self {
+        ReactorOptions {
+            fin_wait: Some(Duration::from_secs(30)),
+            linger: Duration::from_secs(5),
+            accept_retry: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ReactorOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`fin_wait`](Self::fin_wait); zero is treated as `None`.
+    pub fn fin_wait(mut self, wait: Option<Duration>) -> Self {
+        self.fin_wait = wait.filter(|d| !d.is_zero());
+        self
+    }
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+    /// Sets [`accept_retry`](Self::accept_retry).
+    pub fn accept_retry(mut self, retry: Duration) -> Self {
+        self.accept_retry = retry;
+        self
+    }
+}
+
+/// A graceful shutdown in progress for the whole reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownPhase {
+    Running,
+    /// Listeners closed, connections ended; waiting for them to close.
+    Draining,
+    /// Everything closed; `on_shutdown_complete` delivered.
+    Complete,
 }
 
 /// A queued event, delivered in order after the current handler returns.
@@ -81,11 +169,28 @@ pub struct Context {
     /// Closed listeners waiting to be freed once their `Close` is queued.
     pub(crate) reclaim_listeners: Vec<ListenerId>,
     pub(crate) stopped: bool,
+    pub(crate) timers: Timers<TimerKey>,
+    pub(crate) clock: Box<dyn Clock>,
+    /// The time of the current turn, read once after each poll: activity stamps use it, so a
+    /// read or write costs no clock call.
+    pub(crate) now: Instant,
+    pub(crate) options: ReactorOptions,
+    pub(crate) shutdown: ShutdownPhase,
 }
 
 impl Context {
-    pub(crate) fn new(registry: Registry) -> Context {
+    pub(crate) fn new(
+        registry: Registry,
+        clock: Box<dyn Clock>,
+        options: ReactorOptions,
+    ) -> Context {
+        let now = clock.now();
         Context {
+            timers: Timers::new(),
+            clock,
+            now,
+            options,
+            shutdown: ShutdownPhase::Running,
             registry,
             sockets: Slab::new(),
             socket_generations: Vec::new(),
@@ -128,6 +233,8 @@ impl Context {
             options,
             connections: 0,
             scheduled: false,
+            backoff: None,
+            shutting_down: false,
         });
         Ok(id)
     }
@@ -150,8 +257,13 @@ impl Context {
         let Some(listener) = slot.listener.take() else {
             return Err(Error::Destroyed);
         };
-        // Dropping the fd closes the socket, which also removes it from epoll.
+        let backoff = slot.backoff.take();
+        // Dropping the fd closes the socket, which also removes it from epoll, and makes the
+        // kernel refuse new connects instead of queueing them in a backlog nobody reads.
         drop(listener);
+        if let Some(t) = backoff {
+            self.timers.cancel(t);
+        }
         self.maybe_listener_closed(id);
         Ok(())
     }
@@ -221,7 +333,16 @@ impl Context {
             Ok(stream)
         });
         match result {
-            Ok(stream) => slot.stream = Some(stream),
+            Ok(stream) => {
+                slot.stream = Some(stream);
+                if let Some(limit) = options.connect_timeout {
+                    let at = later(self.now, limit);
+                    slot.deadline = Some(
+                        self.timers
+                            .arm_deadline(TimerKey::Deadline(id, Deadline::Connect), at),
+                    );
+                }
+            }
             Err(e) => slot.conn.on_io_error(e, &mut self.actions),
         }
         self.sockets.insert(slot);
@@ -254,6 +375,9 @@ impl Context {
         // A fresh socket has an empty send buffer: writes from the `Accepted` handler go
         // straight out instead of waiting one turn for the first writable edge.
         slot.writable = true;
+        if let Some(period) = options.idle_timeout {
+            slot.idle = Some(self.timers.arm_idle(TimerKey::Idle(id), period, self.now));
+        }
         self.sockets.insert(slot);
         self.queue
             .push_back(Queued::Socket(id, Event::Accepted(listener)));
@@ -305,6 +429,9 @@ impl Context {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => failed = Some(e),
             }
+        }
+        if sent > 0 {
+            slot.touch(&mut self.timers, self.now);
         }
         let below = slot.conn.accept_write(data, sent);
         if let Some(e) = failed {
@@ -471,7 +598,129 @@ impl Context {
         self.stopped = true;
     }
 
+    /// Arms (or re-arms) the idle timeout: [`Event::Timeout`] after `timeout` with no byte
+    /// read or written, then again after each further idle period that follows traffic.
+    /// Nothing is closed: the handler decides. `None` or zero disarms.
+    ///
+    /// Re-arming on activity is free: a read or write only stamps the socket; the timer is
+    /// checked lazily when it comes due.
+    pub fn set_timeout(&mut self, id: SocketId, timeout: Option<Duration>) -> Result<()> {
+        let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
+        if slot.conn.is_destroyed() {
+            return Err(Error::Destroyed);
+        }
+        if let Some(old) = slot.idle.take() {
+            self.timers.cancel(old);
+        }
+        if let Some(period) = timeout.filter(|d| !d.is_zero()) {
+            slot.idle = Some(self.timers.arm_idle(TimerKey::Idle(id), period, self.now));
+        }
+        Ok(())
+    }
+
+    /// The reactor's current time (taken once per turn from its clock).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Graceful shutdown of the whole reactor: every listener closes at once (new connects
+    /// are refused), every connection is `end()`ed (queued data flushed, then FIN), and
+    /// whatever is still open after `grace` is destroyed with
+    /// [`CloseReason::Deadline`](crate::CloseReason::Deadline)`(Shutdown)`. Once everything
+    /// has closed, [`Handler::on_shutdown_complete`](crate::Handler::on_shutdown_complete)
+    /// runs and [`Reactor::run`](crate::Reactor::run) returns. A second call while one is
+    /// running does nothing.
+    pub fn shutdown(&mut self, grace: Duration) {
+        if self.shutdown != ShutdownPhase::Running {
+            return;
+        }
+        self.shutdown = ShutdownPhase::Draining;
+        for lid in self.listener_ids() {
+            let _ = self.close_listener(lid);
+        }
+        for id in self.socket_ids() {
+            let _ = self.end(id);
+        }
+        self.timers
+            .arm_deadline(TimerKey::Shutdown(None), later(self.now, grace));
+    }
+
+    /// Graceful shutdown of one listener: it closes at once, its connections are `end()`ed,
+    /// those still open after `grace` are destroyed, and [`ListenerEvent::Close`] reports
+    /// the end (once its last socket closed).
+    pub fn shutdown_listener(&mut self, id: ListenerId, grace: Duration) -> Result<()> {
+        let slot = self.listener_mut(id)?;
+        if slot.shutting_down {
+            return Ok(());
+        }
+        slot.shutting_down = true;
+        if slot.listener.is_some() {
+            self.close_listener(id)?;
+        }
+        for sid in self.socket_ids() {
+            if self.slot(sid).is_ok_and(|s| s.listener == Some(id)) {
+                let _ = self.end(sid);
+            }
+        }
+        self.timers
+            .arm_deadline(TimerKey::Shutdown(Some(id)), later(self.now, grace));
+        Ok(())
+    }
+
+    /// Whether a reactor-wide graceful shutdown is running or complete.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown != ShutdownPhase::Running
+    }
+
     // ---- the loop's side -----------------------------------------------------------------
+
+    pub(crate) fn schedule_listener(&mut self, id: ListenerId) {
+        if let Ok(l) = self.listener_mut(id)
+            && !l.scheduled
+        {
+            l.scheduled = true;
+            self.ready_listeners.push(id);
+        }
+    }
+
+    /// Handles a timer that came due.
+    pub(crate) fn on_timer(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Idle(id) => {
+                if self.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
+                    self.queue.push_back(Queued::Socket(id, Event::Timeout));
+                }
+            }
+            TimerKey::Deadline(id, which) => {
+                let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id) else {
+                    return;
+                };
+                slot.deadline = None;
+                slot.conn.on_deadline(which, &mut self.actions);
+                self.apply(id);
+            }
+            TimerKey::Shutdown(scope) => {
+                for id in self.socket_ids() {
+                    let in_scope = match scope {
+                        None => true,
+                        Some(lid) => self.slot(id).is_ok_and(|s| s.listener == Some(lid)),
+                    };
+                    if in_scope
+                        && let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id)
+                    {
+                        slot.conn.on_deadline(Deadline::Shutdown, &mut self.actions);
+                        self.apply(id);
+                    }
+                }
+            }
+            TimerKey::AcceptRetry(lid) => {
+                if let Ok(l) = self.listener_mut(lid) {
+                    l.backoff = None;
+                }
+                self.schedule_listener(lid);
+            }
+        }
+    }
 
     pub(crate) fn schedule(&mut self, id: SocketId) {
         if let Ok(slot) = self.slot_mut(id)
@@ -503,18 +752,51 @@ impl Context {
                     if let Some(stream) = slot.stream.take() {
                         sys::close(stream, reset);
                     }
+                    for t in [slot.idle.take(), slot.deadline.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.timers.cancel(t);
+                    }
                     let listener = slot.listener;
                     self.reclaim.push(id);
                     if let Some(lid) = listener {
+                        let mut reaccept = false;
                         if let Ok(l) = self.listener_mut(lid) {
                             l.connections -= 1;
+                            // A listener held at max_connections may take the next one now.
+                            reaccept = l
+                                .options
+                                .max_connections
+                                .is_some_and(|m| l.connections + 1 == m)
+                                && l.listener.is_some();
+                        }
+                        if reaccept {
+                            self.schedule_listener(lid);
                         }
                         self.maybe_listener_closed(lid);
                     }
                 }
-                Action::ArmDeadline(_) => {
-                    // Deadlines arrive with the timers (see `timers`); until a duration is
-                    // configured nothing is armed.
+                Action::ArmDeadline(which) => {
+                    if let Some(old) = slot.deadline.take() {
+                        self.timers.cancel(old);
+                    }
+                    let key = TimerKey::Deadline(id, which);
+                    slot.deadline = match which {
+                        _ if slot.conn.is_destroyed() => None,
+                        // Progress (bytes either way) re-arms it: an idle-kind timer, touched
+                        // for free by reads and writes.
+                        Deadline::FinWait => self
+                            .options
+                            .fin_wait
+                            .map(|wait| self.timers.arm_idle(key, wait, self.now)),
+                        Deadline::Linger => Some(
+                            self.timers
+                                .arm_deadline(key, later(self.now, self.options.linger)),
+                        ),
+                        // Armed directly by `connect` and `shutdown`, which know their limits.
+                        Deadline::Connect | Deadline::Shutdown => None,
+                    };
                 }
             }
         }
@@ -539,6 +821,7 @@ impl Context {
                     if written < offered {
                         slot.writable = false;
                     }
+                    slot.touch(&mut self.timers, self.now);
                     slot.conn.on_written(written, &mut self.actions);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -577,6 +860,13 @@ impl Context {
 }
 
 impl Slot {
+    /// Records traffic: re-arms the idle timeout and the FIN wait. Stores a time, nothing more.
+    pub(crate) fn touch(&self, timers: &mut Timers<TimerKey>, now: Instant) {
+        for t in [self.idle, self.deadline].into_iter().flatten() {
+            timers.touch(t, now);
+        }
+    }
+
     fn new(conn: Conn, listener: Option<ListenerId>) -> Slot {
         Slot {
             stream: None,
@@ -587,6 +877,8 @@ impl Slot {
             read_closed: false,
             error_hint: false,
             scheduled: false,
+            idle: None,
+            deadline: None,
         }
     }
 }
@@ -602,6 +894,13 @@ pub(crate) fn slot_in<'a>(
         Some(slot) if generations[id.index()] == id.generation => Ok(slot),
         _ => Err(Error::StaleId),
     }
+}
+
+/// `now + d`, saturating far in the future instead of overflowing on absurd durations.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// The generation for a slot about to be filled, growing the table for a new slot.

@@ -31,6 +31,12 @@ pub trait Handler {
         let _ = (cx, id, event);
     }
 
+    /// A [`Waker`](crate::Waker) of this reactor was woken (from another thread). The
+    /// default does nothing.
+    fn on_wake(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
     /// The reactor's graceful shutdown completed: every listener and socket is closed and
     /// `run` is about to return. The default does nothing.
     fn on_shutdown_complete(&mut self, cx: &mut Context) {

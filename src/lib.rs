@@ -27,24 +27,27 @@
 //! |---|---|---|---|
 //! | `Connecting` | connected | `Open` | `Connect`; a pending `end`/`destroy_soon` is applied now |
 //! | `Connecting` | `end()` / `destroy_soon()` | `Connecting{ending}` | remembered, writes refused from now |
-//! | `Open` | `end()` | `HalfClosedLocal(Pending)` | FIN once the queue is empty |
+//! | `Open` | `end()` | `HalfClosedLocal(Pending)` | FIN-wait deadline armed (re-armed by progress); FIN once the queue is empty |
 //! | `Open` | peer FIN | `HalfClosedRemote` | `End`; without `allow_half_open`, `end()` right after the handler |
-//! | `Open` | `destroy_soon()` | `Closing{Pending, peer_fin: false}` | flush, FIN, then discard input |
-//! | `HalfClosedLocal(Pending)` | queue empty | `HalfClosedLocal(Sent)` | `shutdown(Write)`, `Finish`, FIN-wait deadline |
+//! | `Open` | `destroy_soon()` | `Closing{Pending, peer_fin: false}` | linger deadline armed; flush, FIN, then discard input |
+//! | `HalfClosedLocal(Pending)` | queue empty | `HalfClosedLocal(Sent)` | `shutdown(Write)`, `Finish` |
 //! | `HalfClosedLocal(Pending)` | peer FIN | `Closing{Pending, peer_fin: true}` | `End` |
 //! | `HalfClosedLocal(Sent)` | peer FIN | `Destroyed` | `End`, `Close(Graceful)` |
-//! | `HalfClosedLocal(fin)` | `destroy_soon()` | `Closing{fin, peer_fin: false}` | input discarded from now |
-//! | `HalfClosedRemote` | `end()` / `destroy_soon()` | `Closing{Pending, peer_fin: true}` | FIN once the queue is empty |
+//! | `HalfClosedLocal(fin)` | `destroy_soon()` | `Closing{fin, peer_fin: false}` | linger deadline armed; input discarded from now |
+//! | `HalfClosedRemote` | `end()` | `Closing{Pending, peer_fin: true}` | FIN-wait deadline armed; FIN once the queue is empty |
+//! | `HalfClosedRemote` | `destroy_soon()` | `Closing{Pending, peer_fin: true}` | linger deadline armed; FIN once the queue is empty |
 //! | `Closing{Pending, true}` | queue empty | `Destroyed` | `shutdown(Write)`, `Finish`, `Close(Graceful)` |
-//! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish`, linger deadline |
+//! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish` |
 //! | `Closing{Pending, false}` | peer FIN | `Closing{Pending, true}` | (input was being discarded: no `End`) |
 //! | `Closing{Sent, false}` | peer FIN | `Destroyed` | `Close(Graceful)` |
 //! | any live state | `destroy([err])` | `Destroyed` | [`Error`], `Close(LocalDestroy)`, queue dropped and counted |
 //! | any live state | `reset_and_destroy()` | `Destroyed` | RST, `Close(LocalReset)`, queue dropped and counted |
 //! | any live state | I/O error / peer RST | `Destroyed` | `Error`, `Close(PeerReset or Error)` |
 //! | `Connecting` | connect deadline | `Destroyed` | `Error(TimedOut)`, `Close(Deadline(Connect))` |
-//! | `HalfClosedLocal(Sent)` | FIN-wait deadline | `Destroyed` | `Close(Deadline(FinWait))` |
-//! | `Closing{_, false}` | linger deadline | `Destroyed` | `Close(Deadline(Linger))` |
+//! | `HalfClosedLocal(_)`, `Closing{..}` | FIN-wait deadline (no progress for `fin_wait`) | `Destroyed` | `Close(Deadline(FinWait))`, queue dropped and counted |
+//! | `Closing{..}` | linger deadline | `Destroyed` | `Close(Deadline(Linger))`, queue dropped and counted (only `destroy_soon` arms it) |
+//! | any live state | shutdown grace over | `Destroyed` | `Close(Deadline(Shutdown))`, queue dropped and counted |
+//! | any live state | idle timeout | same | `Timeout` (the handler decides) |
 //! | `Destroyed` | anything | `Destroyed` | calls return [`Error::Destroyed`]; the slot is freed after the event batch, then its id is stale ([`Error::StaleId`]) |
 //!
 //! ## The guarantees
@@ -96,13 +99,14 @@ mod options;
 mod reactor;
 pub mod state;
 mod sys;
+pub mod timers;
 pub mod write_queue;
 
-pub use context::Context;
+pub use context::{Context, ReactorOptions};
 pub use error::{Error, Result};
 pub use event::{CloseInfo, CloseReason, Deadline, Event, ListenerEvent, ReadyState};
 pub use handler::Handler;
 pub use id::{ListenerId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions};
-pub use reactor::Reactor;
+pub use reactor::{Reactor, Waker};
 pub use state::{Fin, State};

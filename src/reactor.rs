@@ -6,17 +6,24 @@
 
 use std::io;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mio::{Events, Poll};
+use mio::{Events, Interest, Poll};
+use signal_hook_mio::v1_0::Signals;
 
-use crate::context::{Context, Queued, slot_in};
+use crate::context::{Context, Queued, ReactorOptions, ShutdownPhase, TimerKey, slot_in};
 use crate::error::Result;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::id::{ListenerId, SocketId, TokenKind};
 use crate::state::State;
 use crate::sys;
+use crate::timers::{Clock, SystemClock};
+
+/// Reserved tokens.
+const SIGNAL_TOKEN: u32 = 0;
+const WAKER_TOKEN: u32 = 1;
 
 /// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
 /// few syscalls, allocated once per reactor (no allocation per read).
@@ -52,6 +59,24 @@ pub struct Reactor {
     events: Events,
     read_buf: Box<[u8]>,
     cx: Context,
+    /// Timers that came due this turn (kept to reuse its allocation).
+    fired: Vec<TimerKey>,
+    /// SIGINT/SIGTERM, when [`shutdown_on_signals`](Reactor::shutdown_on_signals) was called,
+    /// with the grace period to give.
+    signals: Option<(Signals, Duration)>,
+    waker: Option<Waker>,
+}
+
+/// Wakes a reactor from another thread: [`Handler::on_wake`] runs in the loop's next turn.
+/// Cheap to clone; wakes coalesce (several `wake` calls may give one `on_wake`).
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<mio::Waker>);
+
+impl Waker {
+    /// Wakes the reactor. Fails only if the reactor's eventfd cannot be written.
+    pub fn wake(&self) -> Result<()> {
+        Ok(self.0.wake()?)
+    }
 }
 
 impl std::fmt::Debug for Reactor {
@@ -74,16 +99,57 @@ impl DerefMut for Reactor {
 }
 
 impl Reactor {
-    /// A reactor with its own epoll instance.
+    /// A reactor with its own epoll instance, default [`ReactorOptions`] and the system clock.
     pub fn new() -> Result<Reactor> {
+        Reactor::with_options(ReactorOptions::default())
+    }
+
+    /// A reactor with the given options and the system clock.
+    pub fn with_options(options: ReactorOptions) -> Result<Reactor> {
+        Reactor::with_clock(options, SystemClock)
+    }
+
+    /// A reactor whose time comes from `clock` — a [`ManualClock`](crate::timers::ManualClock)
+    /// lets tests drive timeouts and deadlines without sleeping.
+    pub fn with_clock(options: ReactorOptions, clock: impl Clock + 'static) -> Result<Reactor> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         Ok(Reactor {
             poll,
             events: Events::with_capacity(EVENT_CAPACITY),
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
-            cx: Context::new(registry),
+            cx: Context::new(registry, Box::new(clock), options),
+            fired: Vec::new(),
+            signals: None,
+            waker: None,
         })
+    }
+
+    /// Turns SIGINT and SIGTERM into a graceful [`shutdown`](Context::shutdown) with `grace`:
+    /// listeners close, connections end, stragglers are destroyed after `grace`, and `run`
+    /// returns once everything has closed. A second signal changes nothing.
+    pub fn shutdown_on_signals(&mut self, grace: Duration) -> Result<()> {
+        let mut signals =
+            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        self.poll.registry().register(
+            &mut signals,
+            TokenKind::Reserved(SIGNAL_TOKEN).to_token(),
+            Interest::READABLE,
+        )?;
+        self.signals = Some((signals, grace));
+        Ok(())
+    }
+
+    /// A handle that wakes this reactor from another thread (see [`Handler::on_wake`]).
+    pub fn waker(&mut self) -> Result<Waker> {
+        if self.waker.is_none() {
+            let waker = mio::Waker::new(
+                self.poll.registry(),
+                TokenKind::Reserved(WAKER_TOKEN).to_token(),
+            )?;
+            self.waker = Some(Waker(Arc::new(waker)));
+        }
+        Ok(self.waker.clone().expect("just set"))
     }
 
     /// The [`Context`], for acting on sockets outside a handler.
@@ -116,12 +182,27 @@ impl Reactor {
         let busy = !self.cx.ready.is_empty()
             || !self.cx.ready_listeners.is_empty()
             || !self.cx.queue.is_empty();
-        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            let until_timer = self
+                .cx
+                .timers
+                .next_wakeup()
+                .map(|at| at.saturating_duration_since(self.cx.clock.now()));
+            match (timeout, until_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+        self.cx.now = self.cx.clock.now();
+        let mut woken = false;
+        let mut signalled = None;
         for event in self.events.iter() {
             match TokenKind::from_token(event.token()) {
                 Some(TokenKind::Socket(id)) => {
@@ -147,8 +228,32 @@ impl Reactor {
                         self.cx.ready_listeners.push(id);
                     }
                 }
+                Some(TokenKind::Reserved(SIGNAL_TOKEN)) => {
+                    if let Some((signals, grace)) = &mut self.signals
+                        && signals.pending().next().is_some()
+                    {
+                        // Drain every pending signal; one shutdown covers them all.
+                        for _ in signals.pending() {}
+                        signalled = Some(*grace);
+                    }
+                }
+                Some(TokenKind::Reserved(WAKER_TOKEN)) => woken = true,
                 Some(TokenKind::Reserved(_)) | None => {}
             }
+        }
+        if let Some(grace) = signalled {
+            log::info!("signal received: shutting down gracefully ({grace:?} grace)");
+            self.cx.shutdown(grace);
+        }
+        let now = self.cx.now;
+        let fired = &mut self.fired;
+        self.cx.timers.expire(now, |_, key| fired.push(key));
+        for key in std::mem::take(&mut self.fired) {
+            self.cx.on_timer(key);
+        }
+        self.deliver(handler);
+        if woken {
+            handler.on_wake(&mut self.cx);
         }
         self.deliver(handler);
         for id in std::mem::take(&mut self.cx.ready_listeners) {
@@ -164,6 +269,15 @@ impl Reactor {
         }
         self.deliver(handler);
         self.cx.reclaim();
+        if self.cx.shutdown == ShutdownPhase::Draining
+            && self.cx.sockets.is_empty()
+            && self.cx.listeners.is_empty()
+        {
+            self.cx.shutdown = ShutdownPhase::Complete;
+            handler.on_shutdown_complete(&mut self.cx);
+            self.deliver(handler);
+            self.cx.stopped = true;
+        }
         Ok(())
     }
 
@@ -192,6 +306,9 @@ impl Reactor {
             return;
         };
         slot.scheduled = false;
+        if slot.backoff.is_some() {
+            return;
+        }
         for _ in 0..ACCEPT_BUDGET {
             let Ok(slot) = self.cx.listener_mut(id) else {
                 return;
@@ -199,6 +316,14 @@ impl Reactor {
             let Some(listener) = &slot.listener else {
                 return;
             };
+            if slot
+                .options
+                .max_connections
+                .is_some_and(|max| slot.connections >= max)
+            {
+                // Left in the backlog; the close that frees a place schedules this listener.
+                return;
+            }
             match listener.accept() {
                 Ok((stream, _)) => {
                     let options = slot.options.clone();
@@ -213,7 +338,17 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if sys::is_transient_accept_error(&e) => {}
                 Err(e) if sys::is_fd_exhaustion(&e) => {
-                    log::warn!("{id}: accept: {e}");
+                    // The pending connection stays in the backlog and brings no new edge, so
+                    // retrying at once would spin: pause accepting, retry on a timer.
+                    log::warn!(
+                        "{id}: accept: {e}; retrying in {:?}",
+                        self.cx.options.accept_retry
+                    );
+                    let at = crate::context::later(self.cx.now, self.cx.options.accept_retry);
+                    let timer = self.cx.timers.arm_deadline(TimerKey::AcceptRetry(id), at);
+                    if let Ok(slot) = self.cx.listener_mut(id) {
+                        slot.backoff = Some(timer);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -322,6 +457,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    slot.touch(&mut cx.timers, cx.now);
                     // A short read drained the kernel buffer: the next byte brings a new edge,
                     // so skip the read that would only say WouldBlock — unless the peer's FIN
                     // or RST is already known, which brings no further edge.

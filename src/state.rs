@@ -76,7 +76,9 @@ pub enum Action {
         /// Send RST instead of FIN.
         reset: bool,
     },
-    /// Arm a deadline for this socket (the reactor owns the timers and knows the durations).
+    /// Arm a deadline for this socket, replacing the one armed before (the reactor owns the
+    /// timers and knows the durations). `FinWait` is re-armed by every byte moved either way;
+    /// the others are fixed.
     ArmDeadline(Deadline),
 }
 
@@ -303,8 +305,11 @@ impl Conn {
             State::Connecting { ending: None } => self.set_state(State::Connecting {
                 ending: Some(Ending::End),
             }),
+            // The FIN wait bounds the whole graceful end: a flush stuck on a peer that never
+            // reads is held to it as much as a peer that never sends its FIN.
             State::Open => {
                 self.set_state(State::HalfClosedLocal(Fin::Pending));
+                out.push_back(Action::ArmDeadline(Deadline::FinWait));
                 self.maybe_fin(out);
             }
             State::HalfClosedRemote => {
@@ -312,6 +317,7 @@ impl Conn {
                     fin: Fin::Pending,
                     peer_fin: true,
                 });
+                out.push_back(Action::ArmDeadline(Deadline::FinWait));
                 self.maybe_fin(out);
             }
             State::Connecting { ending: Some(_) }
@@ -346,8 +352,9 @@ impl Conn {
                 out.push_back(Action::ArmDeadline(Deadline::Linger));
             }
             State::HalfClosedRemote => {
+                self.end(out)?;
+                // Replaces the FIN wait `end` armed: this close was asked to linger.
                 out.push_back(Action::ArmDeadline(Deadline::Linger));
-                return self.end(out);
             }
             State::Closing { .. } => {}
             State::Destroyed => return Err(Error::Destroyed),
@@ -497,7 +504,6 @@ impl Conn {
             State::HalfClosedLocal(Fin::Pending) => {
                 self.set_state(State::HalfClosedLocal(Fin::Sent));
                 out.push_back(Action::Emit(Event::Finish));
-                out.push_back(Action::ArmDeadline(Deadline::FinWait));
             }
             State::Closing {
                 fin: Fin::Pending,
@@ -540,7 +546,13 @@ impl Conn {
     pub fn on_deadline(&mut self, which: Deadline, out: &mut Actions) {
         let applies = match which {
             Deadline::Connect => matches!(self.state, State::Connecting { .. }),
-            Deadline::FinWait => self.state == State::HalfClosedLocal(Fin::Sent),
+            // Armed by `end`; from then on the socket is `HalfClosedLocal` or `Closing`.
+            Deadline::FinWait => {
+                matches!(
+                    self.state,
+                    State::HalfClosedLocal(_) | State::Closing { .. }
+                )
+            }
             // Only `destroy_soon` arms it, and from then on the socket is `Closing` until it
             // is destroyed, whichever FIN came first.
             Deadline::Linger => matches!(self.state, State::Closing { .. }),

@@ -181,23 +181,26 @@ fn open() -> Conn {
     c
 }
 
-/// `end()` with `Q` bytes queued: the FIN waits for the flush.
+/// `end()` with `Q` bytes queued: the FIN waits for the flush, the FIN wait bounding it.
 fn half_closed_local_pending() -> Conn {
     let mut c = open();
     assert!(write(&mut c, Q));
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert_eq!(c.bytes_queued(), Q);
     c
 }
 
-/// `end()` with an empty queue, then `shutdown(Write)` succeeded.
+/// `end()` with an empty queue (arming the FIN wait), then `shutdown(Write)` succeeded.
 fn half_closed_local_sent() -> Conn {
     let mut c = open();
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["shutdown"]));
+    assert_eq!(
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Sent));
     c
@@ -229,7 +232,7 @@ fn closing_draining() -> Conn {
     let mut c = open();
     assert!(write(&mut c, Q));
     assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), NONE);
     assert_eq!(
         c.state(),
@@ -242,11 +245,12 @@ fn closing_draining() -> Conn {
     c
 }
 
-/// `destroy_soon()` with `Q` bytes queued: flushing before the FIN.
+/// `destroy_soon()` with `Q` bytes queued: flushing before the FIN, the linger deadline armed
+/// on entering `Closing` so it bounds the flush too.
 fn lingering_pending() -> Conn {
     let mut c = open();
     assert!(write(&mut c, Q));
-    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
     assert_eq!(
         c.state(),
         State::Closing {
@@ -260,10 +264,13 @@ fn lingering_pending() -> Conn {
 /// `destroy_soon()` with an empty queue, FIN sent: discarding input until the peer's FIN.
 fn lingering_sent() -> Conn {
     let mut c = open();
-    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["shutdown"]));
+    assert_eq!(
+        call(&mut c, |c, o| c.destroy_soon(o)),
+        ok(&["arm Linger", "shutdown"])
+    );
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm Linger"]
+        ["emit Finish"]
     );
     assert_eq!(
         c.state(),
@@ -647,16 +654,17 @@ fn end_in_every_state() {
                 ending: Some(Ending::Linger),
             },
         ),
+        // Leaving `Open` arms the FIN wait, before the FIN is asked for.
         (
             OPEN,
-            ok(&["shutdown"]),
+            ok(&["arm FinWait", "shutdown"]),
             State::HalfClosedLocal(Fin::Pending),
         ),
         // A second end() is a no-op.
         (HCL_PENDING, ok(&[]), State::HalfClosedLocal(Fin::Pending)),
         (HCL_SENT, ok(&[]), State::HalfClosedLocal(Fin::Sent)),
-        (HCR_HALF_OPEN, ok(&["shutdown"]), pending_fin),
-        (HCR_AUTO_END, ok(&["shutdown"]), pending_fin),
+        (HCR_HALF_OPEN, ok(&["arm FinWait", "shutdown"]), pending_fin),
+        (HCR_AUTO_END, ok(&["arm FinWait", "shutdown"]), pending_fin),
         (CLOSING_DRAINING, ok(&[]), pending_fin),
         (
             LINGERING_PENDING,
@@ -708,12 +716,22 @@ fn destroy_soon_in_every_state() {
         // destroy_soon() after end() while connecting upgrades the request.
         (CONNECTING_END, ok(&[]), linger_requested),
         (CONNECTING_LINGER, ok(&[]), linger_requested),
-        (OPEN, ok(&["shutdown"]), linger_pending),
-        (HCL_PENDING, ok(&[]), linger_pending),
+        // Entering `Closing` arms the linger deadline, before anything else.
+        (OPEN, ok(&["arm Linger", "shutdown"]), linger_pending),
+        (HCL_PENDING, ok(&["arm Linger"]), linger_pending),
         (HCL_SENT, ok(&["arm Linger"]), linger_sent),
-        // The peer's FIN is already here: destroy_soon is a plain end().
-        (HCR_HALF_OPEN, ok(&["shutdown"]), pending_fin),
-        (HCR_AUTO_END, ok(&["shutdown"]), pending_fin),
+        // The peer's FIN is already here: destroy_soon is an end() (arming the FIN wait and
+        // asking for the FIN), whose deadline the linger deadline then replaces.
+        (
+            HCR_HALF_OPEN,
+            ok(&["arm FinWait", "shutdown", "arm Linger"]),
+            pending_fin,
+        ),
+        (
+            HCR_AUTO_END,
+            ok(&["arm FinWait", "shutdown", "arm Linger"]),
+            pending_fin,
+        ),
         (CLOSING_DRAINING, ok(&[]), pending_fin),
         (LINGERING_PENDING, ok(&[]), linger_pending),
         (LINGERING_SENT, ok(&[]), linger_sent),
@@ -839,12 +857,12 @@ fn on_connected_applies_a_remembered_end_after_connect() {
         (CONNECTING, &["emit Connect"], State::Open),
         (
             CONNECTING_END,
-            &["emit Connect", "shutdown"],
+            &["emit Connect", "arm FinWait", "shutdown"],
             State::HalfClosedLocal(Fin::Pending),
         ),
         (
             CONNECTING_LINGER,
-            &["emit Connect", "shutdown"],
+            &["emit Connect", "arm Linger", "shutdown"],
             State::Closing {
                 fin: Fin::Pending,
                 peer_fin: false,
@@ -982,7 +1000,7 @@ fn after_end_delivered_auto_ends_only_half_closed_remote_without_half_open() {
         let state = c.state();
         let actions = step(&mut c, |c, o| c.after_end_delivered(o));
         if fx.name == HCR_AUTO_END.name {
-            assert_eq!(actions, ["shutdown"]);
+            assert_eq!(actions, ["arm FinWait", "shutdown"]);
             assert_eq!(
                 c.state(),
                 State::Closing {
@@ -1005,7 +1023,10 @@ fn after_end_delivered_is_a_no_op_when_half_open_is_allowed() {
     assert_eq!(c.state(), State::HalfClosedRemote);
     assert_eq!(outcome(&c.check_write()), "Ok");
     // Only the program's own end() sends the FIN.
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["shutdown"]));
+    assert_eq!(
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
         [
@@ -1091,7 +1112,8 @@ fn on_shutdown_ok_in_every_state() {
         (OPEN, vec![], State::Open),
         (
             HCL_PENDING,
-            vec!["emit Finish".into(), "arm FinWait".into()],
+            // The FIN wait was armed by end(), not again here.
+            vec!["emit Finish".into()],
             State::HalfClosedLocal(Fin::Sent),
         ),
         (HCL_SENT, vec![], State::HalfClosedLocal(Fin::Sent)),
@@ -1100,7 +1122,8 @@ fn on_shutdown_ok_in_every_state() {
         (CLOSING_DRAINING, finish_close, State::Destroyed),
         (
             LINGERING_PENDING,
-            vec!["emit Finish".into(), "arm Linger".into()],
+            // The linger deadline was armed by destroy_soon(), not again here.
+            vec!["emit Finish".into()],
             State::Closing {
                 fin: Fin::Sent,
                 peer_fin: false,
@@ -1121,8 +1144,14 @@ fn on_shutdown_ok_in_every_state() {
         let mut c = (fx.make)();
         // The reactor reports a shutdown only after asking for it: flush first.
         let queued = c.bytes_queued();
-        let flush = step(&mut c, |c, o| c.on_written(queued, o));
-        assert_eq!(flush.is_empty(), queued == 0, "{}: {flush:?}", fx.name);
+        // Every fixture with bytes queued has its FIN pending; `on_written(0)` asks nothing.
+        let flush = if queued > 0 { vec!["shutdown"] } else { vec![] };
+        assert_eq!(
+            step(&mut c, |c, o| c.on_written(queued, o)),
+            flush,
+            "{}",
+            fx.name
+        );
         assert_eq!(
             step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
             expected,
@@ -1159,7 +1188,10 @@ fn on_shutdown_error_closes_with_the_error_in_every_live_state() {
 #[test]
 fn shutdown_reset_reports_peer_reset() {
     let mut c = open();
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["shutdown"]));
+    assert_eq!(
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
     assert_eq!(
         step(&mut c, |c, o| c
             .on_shutdown(Err(os_error(libc::ECONNRESET)), o)),
@@ -1232,13 +1264,17 @@ fn on_deadline_applies_only_where_it_belongs() {
         (CONNECTING_END, &[Connect, Shutdown]),
         (CONNECTING_LINGER, &[Connect, Shutdown]),
         (OPEN, &[Shutdown]),
-        (HCL_PENDING, &[Shutdown]),
+        // FinWait is armed by end() and bounds the flush as much as the wait for the peer.
+        (HCL_PENDING, &[FinWait, Shutdown]),
         (HCL_SENT, &[FinWait, Shutdown]),
         (HCR_HALF_OPEN, &[Shutdown]),
         (HCR_AUTO_END, &[Shutdown]),
-        (CLOSING_DRAINING, &[Shutdown]),
-        (LINGERING_PENDING, &[Linger, Shutdown]),
-        (LINGERING_SENT, &[Linger, Shutdown]),
+        // FinWait and Linger apply in every `Closing` state: they cannot tell whether
+        // destroy_soon() or end() got them there (HalfClosedRemote → Closing{Pending, true}
+        // either way); the reactor keeps only the deadline armed last.
+        (CLOSING_DRAINING, &[FinWait, Linger, Shutdown]),
+        (LINGERING_PENDING, &[FinWait, Linger, Shutdown]),
+        (LINGERING_SENT, &[FinWait, Linger, Shutdown]),
         (DESTROYED, &[]),
     ];
     assert_covers_all(table.iter().map(|(fx, _)| fx.name));
@@ -1285,14 +1321,14 @@ fn on_deadline_applies_only_where_it_belongs() {
 fn end_with_bytes_queued_sends_fin_after_flush_and_closes_on_peer_fin() {
     let mut c = open();
     assert!(c.accept_write(b"bye", 0));
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert!(c.may_send());
     assert_eq!(step(&mut c, |c, o| c.on_written(1, o)), NONE);
     assert_eq!(step(&mut c, |c, o| c.on_written(2, o)), ["shutdown"]);
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
     // Reads are still delivered after our FIN.
     assert!(c.on_read(4));
@@ -1312,7 +1348,10 @@ fn end_with_bytes_queued_sends_fin_after_flush_and_closes_on_peer_fin() {
 #[test]
 fn peer_fin_with_empty_queue_auto_ends_and_closes_after_finish() {
     let mut c = half_closed_remote(false);
-    assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), ["shutdown"]);
+    assert_eq!(
+        step(&mut c, |c, o| c.after_end_delivered(o)),
+        ["arm FinWait", "shutdown"]
+    );
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
         [
@@ -1332,7 +1371,10 @@ fn peer_fin_with_32_mib_queued_auto_ends_after_the_flush() {
     assert!(!c.accept_write_owned(vec![1u8; BIG]));
     assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
     assert_eq!(c.state(), State::HalfClosedRemote);
-    assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), NONE);
+    assert_eq!(
+        step(&mut c, |c, o| c.after_end_delivered(o)),
+        ["arm FinWait"]
+    );
     assert_eq!(
         c.state(),
         State::Closing {
@@ -1363,7 +1405,10 @@ fn peer_fin_with_32_mib_queued_auto_ends_after_the_flush() {
 fn write_in_end_handler_goes_out_before_the_auto_fin() {
     let mut c = half_closed_remote(false);
     assert!(write(&mut c, 10));
-    assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), NONE);
+    assert_eq!(
+        step(&mut c, |c, o| c.after_end_delivered(o)),
+        ["arm FinWait"]
+    );
     assert_eq!(c.bytes_queued(), 10);
     assert_eq!(step(&mut c, |c, o| c.on_written(10, o)), ["shutdown"]);
     assert_eq!(
@@ -1416,7 +1461,7 @@ fn destroy_with_error_reports_error_then_close_had_error() {
 fn write_after_end_fails_alone_and_the_graceful_close_completes() {
     let mut c = open();
     assert!(write(&mut c, 1000));
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert_eq!(c.bytes_queued(), 1000);
@@ -1424,7 +1469,7 @@ fn write_after_end_fails_alone_and_the_graceful_close_completes() {
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
     assert_eq!(
@@ -1445,7 +1490,10 @@ fn write_after_end_fails_alone_and_the_graceful_close_completes() {
 fn write_after_auto_end_is_write_after_end() {
     let mut c = half_closed_remote(false);
     assert!(write(&mut c, 5));
-    assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), NONE);
+    assert_eq!(
+        step(&mut c, |c, o| c.after_end_delivered(o)),
+        ["arm FinWait"]
+    );
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
     assert_eq!(c.bytes_queued(), 5);
     assert_eq!(step(&mut c, |c, o| c.on_written(5, o)), ["shutdown"]);
@@ -1478,7 +1526,10 @@ fn reset_after_end_sends_rst_and_counts_unsent() {
 
     // Also once the FIN is requested but its outcome has not been reported yet.
     let mut requested = open();
-    assert_eq!(call(&mut requested, |c, o| c.end(o)), ok(&["shutdown"]));
+    assert_eq!(
+        call(&mut requested, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
     assert_eq!(
         call(&mut requested, |c, o| c.reset(o)),
         ok(&[
@@ -1557,12 +1608,12 @@ fn end_while_connecting_shuts_down_right_after_connect() {
     let mut c = connecting_end_requested();
     assert_eq!(
         step(&mut c, |c, o| c.on_connected(o)),
-        ["emit Connect", "shutdown"]
+        ["emit Connect", "arm FinWait", "shutdown"]
     );
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
 }
 
@@ -1572,13 +1623,17 @@ fn end_while_connecting_with_bytes_queued_waits_for_the_flush() {
     assert!(write(&mut c, 50));
     assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
-    assert_eq!(step(&mut c, |c, o| c.on_connected(o)), ["emit Connect"]);
+    // The remembered end() leaves `Open` right after `Connect`: the FIN wait is armed then.
+    assert_eq!(
+        step(&mut c, |c, o| c.on_connected(o)),
+        ["emit Connect", "arm FinWait"]
+    );
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert_eq!(step(&mut c, |c, o| c.on_written(49, o)), NONE);
     assert_eq!(step(&mut c, |c, o| c.on_written(1, o)), ["shutdown"]);
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
 }
 
@@ -1587,11 +1642,11 @@ fn destroy_soon_while_connecting_lingers_after_connect() {
     let mut c = connecting_linger_requested();
     assert_eq!(
         step(&mut c, |c, o| c.on_connected(o)),
-        ["emit Connect", "shutdown"]
+        ["emit Connect", "arm Linger", "shutdown"]
     );
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm Linger"]
+        ["emit Finish"]
     );
     assert!(!c.on_read(8));
     assert_eq!(step(&mut c, |c, o| c.on_eof(o)), graceful());
@@ -1709,23 +1764,39 @@ fn paused_socket_after_fin_stops_reading_but_fin_wait_still_closes_it() {
     );
 }
 
-/// A deadline armed for an earlier state is ignored once the state moved on.
+/// A deadline armed for an earlier state is ignored once the state moved on, and one that
+/// belongs to a later state is ignored before the socket gets there.
 #[test]
 fn stale_deadlines_are_ignored_after_the_state_moved_on() {
     let mut c = connecting();
     assert_eq!(step(&mut c, |c, o| c.on_connected(o)), ["emit Connect"]);
+    for which in [Deadline::Connect, Deadline::FinWait, Deadline::Linger] {
+        assert_eq!(
+            step(&mut c, |c, o| c.on_deadline(which, o)),
+            NONE,
+            "{which:?}"
+        );
+    }
+    assert_eq!(c.state(), State::Open);
     assert_eq!(
-        step(&mut c, |c, o| c.on_deadline(Deadline::Connect, o)),
-        NONE
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
     );
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["shutdown"]));
     assert_eq!(
         step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        ["emit Finish", "arm FinWait"]
+        ["emit Finish"]
     );
+    for which in [Deadline::Connect, Deadline::Linger] {
+        assert_eq!(
+            step(&mut c, |c, o| c.on_deadline(which, o)),
+            NONE,
+            "{which:?}"
+        );
+    }
+    assert_eq!(c.state(), State::HalfClosedLocal(Fin::Sent));
     assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
     assert_eq!(
-        step(&mut c, |c, o| c.on_deadline(Deadline::FinWait, o)),
+        step(&mut c, |c, o| c.on_deadline(Deadline::Connect, o)),
         NONE
     );
     assert_eq!(
@@ -1742,6 +1813,23 @@ fn stale_deadlines_are_ignored_after_the_state_moved_on() {
             "emit Close(had_error=false, Deadline(Linger), unsent=0)"
         ]
     );
+}
+
+/// The FIN wait is not stale once `destroy_soon()` lingers: every `Closing` state honours it.
+/// Only the reactor's replacing it with the linger deadline (`ArmDeadline` replaces the one
+/// armed before) keeps it from firing there.
+#[test]
+fn fin_wait_still_applies_after_destroy_soon_follows_end() {
+    let mut c = half_closed_local_sent();
+    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
+    assert_eq!(
+        step(&mut c, |c, o| c.on_deadline(Deadline::FinWait, o)),
+        [
+            "close rst=false",
+            "emit Close(had_error=false, Deadline(FinWait), unsent=0)"
+        ]
+    );
+    assert_inert(&mut c);
 }
 
 #[test]
@@ -1855,6 +1943,10 @@ fn exactly_one_close_on_every_path() {
             "connect deadline",
             by(connecting, |c, o| c.on_deadline(Deadline::Connect, o)),
         ),
+        (
+            "linger deadline",
+            by(lingering_pending, |c, o| c.on_deadline(Deadline::Linger, o)),
+        ),
     ];
     for (name, (mut c, actions)) in paths {
         let closes: Vec<usize> = actions
@@ -1935,7 +2027,7 @@ fn bytes_sent_directly_do_not_count_toward_the_high_water_mark() {
 fn drain_precedes_the_fin_when_end_waited_for_the_flush() {
     let mut c = Conn::accepted(id(), hwm(10));
     assert!(!write(&mut c, 10));
-    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(
         step(&mut c, |c, o| c.on_written(10, o)),
         ["emit Drain", "shutdown"]
@@ -1976,7 +2068,7 @@ fn byte_counters_cover_direct_and_queued_writes_and_discarded_reads() {
     assert_eq!((c.bytes_written(), c.bytes_queued()), (160, 7));
 
     assert!(c.on_read(5));
-    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&[]));
+    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
     // Bytes discarded while lingering are still counted as read.
     assert!(!c.on_read(7));
     assert_eq!(c.bytes_read(), 12);
@@ -2001,26 +2093,53 @@ fn options_are_kept() {
     );
 }
 
-// ---- suspected bugs ----------------------------------------------------------------------------
+// ---- regressions: the linger and FIN-wait deadlines bound the whole close (A4.6 / B2.6) ----
 
 /// SEMANTICS A4.6 / B2.6: `destroy_soon()` must not hang forever when the peer stops reading.
-/// The Linger deadline bounds only the wait after our FIN; while the flush is stuck nothing is
-/// armed, so a peer that never reads keeps the socket (and its fd) forever.
+/// The Linger deadline used to be armed only after our FIN, so a flush stuck on a peer that
+/// never reads armed nothing and kept the socket (and its fd) forever. It is now armed on
+/// entering `Closing`, and closes the socket with what is still queued counted as unsent.
 #[test]
 fn destroy_soon_with_a_stuck_flush_is_bounded_by_the_linger_deadline() {
     let mut c = open();
     assert!(!c.accept_write_owned(vec![0; 1 << 20]));
-    let actions = step(&mut c, |c, o| c.destroy_soon(o).unwrap());
-    assert!(
-        actions.iter().any(|a| a == "arm Linger"),
-        "destroy_soon armed no deadline while the flush is pending: {actions:?}"
+    assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
+    assert_eq!(step(&mut c, |c, o| c.on_written(400_000, o)), NONE);
+    assert_eq!(
+        step(&mut c, |c, o| c.on_deadline(Deadline::Linger, o)),
+        [
+            "close rst=false",
+            "emit Close(had_error=false, Deadline(Linger), unsent=648576)"
+        ]
     );
+    assert_inert(&mut c);
+}
+
+/// The same bound for a graceful `end()`: the FIN wait is armed when `end()` leaves `Open`,
+/// not after our FIN, so a flush stuck on a peer that never reads is held to it too, and the
+/// bytes still queued are counted as unsent.
+#[test]
+fn fin_wait_is_armed_by_end_and_bounds_a_stuck_flush() {
+    let mut c = open();
+    assert!(!c.accept_write_owned(vec![0; 1 << 20]));
+    assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
+    assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
+    assert_eq!(step(&mut c, |c, o| c.on_written(400_000, o)), NONE);
+    assert_eq!(c.bytes_queued(), 648_576);
+    assert_eq!(
+        step(&mut c, |c, o| c.on_deadline(Deadline::FinWait, o)),
+        [
+            "close rst=false",
+            "emit Close(had_error=false, Deadline(FinWait), unsent=648576)"
+        ]
+    );
+    assert_eq!(c.bytes_written(), 400_000);
+    assert_inert(&mut c);
 }
 
 /// Same defect, second half: once the peer's FIN arrives during a lingering flush the state
-/// becomes `Closing { Pending, peer_fin: true }`, where no deadline but `Shutdown` applies, so
-/// even an armed Linger deadline is ignored and a peer that FINs and stops reading keeps the
-/// socket forever.
+/// becomes `Closing { Pending, peer_fin: true }`, where the Linger deadline used to be ignored,
+/// so a peer that FINs and stops reading kept the socket forever.
 #[test]
 fn linger_deadline_still_closes_a_lingering_socket_after_the_peer_fin() {
     let mut c = lingering_pending();
@@ -2032,4 +2151,60 @@ fn linger_deadline_still_closes_a_lingering_socket_after_the_peer_fin() {
             "emit Close(had_error=false, Deadline(Linger), unsent=100)"
         ]
     );
+    assert_inert(&mut c);
+}
+
+/// A write that moved nothing asks for nothing: no `Drain`, and above all no second
+/// `Shutdown` while the one already asked for is outstanding (FIN pending, queue empty).
+#[test]
+fn on_written_zero_asks_for_nothing() {
+    // end() with an empty queue: Shutdown asked, its outcome not reported yet.
+    let mut c = open();
+    assert_eq!(
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
+    assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
+    assert_eq!(c.bytes_queued(), 0);
+    assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+    assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
+    assert_eq!(
+        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
+        ["emit Finish"]
+    );
+
+    // The same edge while lingering and after the peer's FIN.
+    let mut c = open();
+    assert_eq!(
+        call(&mut c, |c, o| c.destroy_soon(o)),
+        ok(&["arm Linger", "shutdown"])
+    );
+    assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+    let mut c = half_closed_remote(false);
+    assert_eq!(
+        step(&mut c, |c, o| c.after_end_delivered(o)),
+        ["arm FinWait", "shutdown"]
+    );
+    assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+
+    // A Drain owed with nothing queued (every write reaches a zero mark) is not paid by a
+    // write that moved nothing either.
+    let mut c = Conn::accepted(id(), hwm(0));
+    assert!(!c.accept_write(&[1; 4], 4));
+    assert_eq!(c.bytes_queued(), 0);
+    assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+    assert_eq!(c.bytes_written(), 4);
+
+    // And in every fixture: no actions, nothing changed.
+    for fx in ALL {
+        let mut c = (fx.make)();
+        let (state, queued, written) = (c.state(), c.bytes_queued(), c.bytes_written());
+        assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE, "{}", fx.name);
+        assert_eq!(
+            (c.state(), c.bytes_queued(), c.bytes_written()),
+            (state, queued, written),
+            "{}",
+            fx.name
+        );
+    }
 }

@@ -1,0 +1,405 @@
+//! Time and server lifecycle (SEMANTICS.md B2 items 5, 11, 12): idle timeouts, the deadlines
+//! that end lingering sockets, graceful shutdown and listener close. Timer tests drive an
+//! injected clock; nothing here sleeps to wait for a timeout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use finwait::timers::ManualClock;
+use finwait::{
+    CloseReason, ConnectOptions, Context, Deadline, Event, ListenOptions, Reactor, ReactorOptions,
+    SocketId,
+};
+
+fn manual_server(options: ListenOptions) -> (Reactor, ManualClock, std::net::SocketAddr) {
+    let clock = ManualClock::new();
+    let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
+    let l = reactor
+        .listen("127.0.0.1:0".parse().unwrap(), options)
+        .unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    (reactor, clock, addr)
+}
+
+/// A few turns without waiting, so a time jump is noticed.
+fn turns<H: finwait::Handler>(reactor: &mut Reactor, h: &mut H) {
+    for _ in 0..3 {
+        reactor.run_once(h, Some(Duration::from_millis(5))).unwrap();
+    }
+}
+
+fn count(h: &[&str], what: &str) -> usize {
+    h.iter().filter(|e| **e == what).count()
+}
+
+#[test]
+fn idle_timeout_fires_once_per_idle_period_and_traffic_rearms_it() {
+    let (mut reactor, clock, addr) =
+        manual_server(ListenOptions::new().idle_timeout(Some(Duration::from_secs(10))));
+    let mut s = peer(addr);
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
+    let id = h.sockets()[0];
+    clock.advance(Duration::from_secs(9));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 0, "not idle long enough");
+    clock.advance(Duration::from_secs(2));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 1);
+    // Still idle: no second Timeout for the same idle period.
+    clock.advance(Duration::from_secs(30));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 1);
+    // Traffic starts a new period; its Timeout comes 10 s after the traffic, not before.
+    s.write_all(b"ping").unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.data.contains_key(&id));
+    clock.advance(Duration::from_secs(9));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 1);
+    clock.advance(Duration::from_secs(2));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 2);
+    // The handler decides; nothing was closed by the timeouts.
+    assert!(!h.closed.contains_key(&id));
+    reactor.set_timeout(id, None).unwrap();
+    clock.advance(Duration::from_secs(60));
+    turns(&mut reactor, &mut h);
+    assert_eq!(count(&h.events(id), "Timeout"), 2, "disarmed");
+    reactor.destroy(id).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn fin_wait_deadline_destroys_a_socket_whose_peer_never_fins() {
+    let (mut reactor, clock, addr) = manual_server(ListenOptions::new());
+    let mut s = peer(addr);
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            cx.end_with(id, b"bye").unwrap();
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets()
+            .first()
+            .is_some_and(|id| h.events(*id).contains(&"Finish"))
+    });
+    let id = h.sockets()[0];
+    clock.advance(Duration::from_secs(29));
+    turns(&mut reactor, &mut h);
+    assert!(!h.closed.contains_key(&id), "closed before the deadline");
+    clock.advance(Duration::from_secs(2));
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_eq!(
+        h.events(id),
+        ["Accepted", "Finish", "Close(false, Deadline(FinWait), 0)"]
+    );
+    let (got, ending) = read_to_end(&mut s);
+    assert_eq!((got.as_slice(), ending), (&b"bye"[..], Ending::Fin));
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn fin_wait_deadline_bounds_a_flush_to_a_peer_that_never_reads() {
+    let (mut reactor, clock, addr) = manual_server(ListenOptions::new());
+    let s = peer(addr);
+    let payload = pattern(32 << 20);
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            let _ = cx.write(id, &payload);
+            cx.end(id).unwrap();
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
+    turns(&mut reactor, &mut h);
+    let id = h.sockets()[0];
+    assert!(
+        reactor.bytes_queued(id).unwrap() > 0,
+        "the flush must be stuck"
+    );
+    clock.advance(Duration::from_secs(31));
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    let info = h.closed[&id];
+    assert_eq!(info.reason, CloseReason::Deadline(Deadline::FinWait));
+    assert!(info.unsent > 0);
+    drop(s);
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn linger_deadline_closes_destroy_soon_when_the_peer_never_fins() {
+    let (mut reactor, clock, addr) = manual_server(ListenOptions::new());
+    let mut s = peer(addr);
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            cx.write(id, b"Goodbye\n").unwrap();
+            cx.destroy_soon(id).unwrap();
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets()
+            .first()
+            .is_some_and(|id| h.events(*id).contains(&"Finish"))
+    });
+    let id = h.sockets()[0];
+    // The peer keeps sending (discarded) but never FINs: the linger deadline still ends it.
+    s.write_all(b"noise").unwrap();
+    turns(&mut reactor, &mut h);
+    clock.advance(Duration::from_secs(6));
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_eq!(
+        h.events(id),
+        ["Accepted", "Finish", "Close(false, Deadline(Linger), 0)"]
+    );
+    let mut buf = [0; 8];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"Goodbye\n");
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn connect_timeout_closes_with_deadline_reason() {
+    // A listener with a full accept queue drops further SYNs: the connect hangs.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let _fillers: Vec<_> = (0..4)
+        .map(|_| {
+            let c =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            c.set_nonblocking(true).unwrap();
+            let _ = c.connect(&addr.into());
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
+    let clock = ManualClock::new();
+    let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
+    let id = reactor
+        .connect(
+            addr,
+            ConnectOptions::new().connect_timeout(Some(Duration::from_secs(3))),
+        )
+        .unwrap();
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    turns(&mut reactor, &mut h);
+    assert!(h.events(id).is_empty(), "{:?}", h.events(id));
+    clock.advance(Duration::from_secs(4));
+    run_until(&mut reactor, &mut h, |h, _| h.closed.contains_key(&id));
+    assert_eq!(
+        h.events(id),
+        [
+            "Error(connect deadline expired)",
+            "Close(true, Deadline(Connect), 0)"
+        ]
+    );
+    assert_no_live_socket(&reactor);
+}
+
+/// A peer that never reads, never FINs and never resets cannot hold sockets past the
+/// deadlines: real time, short deadlines, both for `end()` and `destroy_soon()`.
+#[test]
+fn silent_peer_cannot_hold_sockets_past_deadlines() {
+    let options = ReactorOptions::new()
+        .fin_wait(Some(Duration::from_millis(300)))
+        .linger(Duration::from_millis(300));
+    let mut reactor = Reactor::with_options(options).unwrap();
+    let l = reactor
+        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let silent: Vec<_> = (0..4).map(|_| peer(addr)).collect();
+    let payload = pattern(16 << 20);
+    let mut n = 0;
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            // Two sockets get a small message, two a flush that can never finish.
+            if n % 2 == 0 {
+                cx.write(id, b"hello").unwrap();
+            } else {
+                let _ = cx.write(id, &payload);
+            }
+            if n < 2 {
+                cx.end(id).unwrap();
+            } else {
+                cx.destroy_soon(id).unwrap();
+            }
+            n += 1;
+        }
+    });
+    let start = Instant::now();
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets().len() == 4 && h.all_closed()
+    });
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let mut reasons: Vec<_> = h.closed.values().map(|c| c.reason).collect();
+    reasons.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        reasons,
+        [
+            CloseReason::Deadline(Deadline::FinWait),
+            CloseReason::Deadline(Deadline::FinWait),
+            CloseReason::Deadline(Deadline::Linger),
+            CloseReason::Deadline(Deadline::Linger),
+        ]
+    );
+    drop(silent);
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn paused_socket_with_peer_fin_is_still_closed_by_the_fin_wait() {
+    let (mut reactor, clock, addr) = manual_server(ListenOptions::new());
+    let mut s = peer(addr);
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            cx.pause(id).unwrap();
+            cx.end_with(id, b"done").unwrap();
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets()
+            .first()
+            .is_some_and(|id| h.events(*id).contains(&"Finish"))
+    });
+    s.write_all(b"unread").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    turns(&mut reactor, &mut h);
+    let id = h.sockets()[0];
+    // Paused: neither the data nor the End is delivered.
+    assert_eq!(h.events(id), ["Accepted", "Finish"]);
+    clock.advance(Duration::from_secs(31));
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_eq!(
+        h.events(id),
+        ["Accepted", "Finish", "Close(false, Deadline(FinWait), 0)"]
+    );
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn close_listener_refuses_new_connects_and_reports_close_after_its_sockets() {
+    let (mut reactor, l, addr) = server(ListenOptions::new());
+    let s = peer(addr);
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
+    reactor.close_listener(l).unwrap();
+    // Refused at once, not left waiting in a backlog.
+    let refused = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    turns_real(&mut reactor, &mut h);
+    assert!(
+        h.listener_log.is_empty(),
+        "Close before the last socket closed"
+    );
+    let id = h.sockets()[0];
+    s.shutdown(Shutdown::Write).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| !h.listener_log.is_empty());
+    assert!(h.closed.contains_key(&id));
+    assert_eq!(h.listener_log.len(), 1);
+    assert_eq!(h.listener_log[0].1, "Close");
+    assert_eq!(reactor.live_listeners(), 0);
+    assert_no_live_socket(&reactor);
+}
+
+fn turns_real<H: finwait::Handler>(reactor: &mut Reactor, h: &mut H) {
+    for _ in 0..5 {
+        reactor
+            .run_once(h, Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+}
+
+/// `shutdown(grace)`: listeners close, connections end (data flushed, FIN), clients that
+/// keep their connection open are destroyed after the grace, one completion, `run` returns.
+#[test]
+fn shutdown_completes_with_clients_that_keep_connections_open() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let polite = thread::spawn(move || {
+        let mut s = peer(addr);
+        s.write_all(b"x").unwrap();
+        let got = read_to_end(&mut s);
+        drop(s);
+        got
+    });
+    let stubborn = peer(addr);
+    struct H {
+        accepted: usize,
+        closes: Vec<CloseReason>,
+        completed: usize,
+    }
+    impl finwait::Handler for H {
+        fn on_event(&mut self, cx: &mut Context, id: SocketId, e: Event<'_>) {
+            match e {
+                Event::Accepted(_) => {
+                    self.accepted += 1;
+                    cx.write(id, b"welcome").unwrap();
+                    if self.accepted == 2 {
+                        cx.shutdown(Duration::from_millis(300));
+                    }
+                }
+                Event::Close(info) => self.closes.push(info.reason),
+                _ => {}
+            }
+        }
+        fn on_shutdown_complete(&mut self, _: &mut Context) {
+            self.completed += 1;
+        }
+    }
+    let mut h = H {
+        accepted: 0,
+        closes: Vec::new(),
+        completed: 0,
+    };
+    let start = Instant::now();
+    reactor.run(&mut h).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(h.completed, 1);
+    assert_eq!(h.closes.len(), 2);
+    assert!(h.closes.contains(&CloseReason::Graceful));
+    assert!(
+        h.closes
+            .contains(&CloseReason::Deadline(Deadline::Shutdown))
+    );
+    let (got, ending) = polite.join().unwrap();
+    assert_eq!((got.as_slice(), ending), (&b"welcome"[..], Ending::Fin));
+    assert_eq!(
+        std::net::TcpStream::connect(addr).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    drop(stubborn);
+    assert_eq!(reactor.live_listeners(), 0);
+    assert_no_live_socket(&reactor);
+}
+
+#[test]
+fn max_connections_leaves_extra_connections_unaccepted_until_a_place_frees() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new().max_connections(Some(2)));
+    let _a = peer(addr);
+    let b = peer(addr);
+    let _c = peer(addr);
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 2);
+    turns_real(&mut reactor, &mut h);
+    assert_eq!(h.sockets().len(), 2, "the third waits in the backlog");
+    b.shutdown(Shutdown::Write).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 3);
+    assert_eq!(h.closed.len(), 1);
+    for id in reactor.socket_ids() {
+        reactor.destroy(id).unwrap();
+    }
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_no_live_socket(&reactor);
+}
