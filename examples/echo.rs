@@ -9,70 +9,99 @@
 //! bounded whatever the peer does. The peer's FIN needs no code: without `allow_half_open`
 //! the reactor ends the socket itself once everything echoed has been flushed.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
 
 const HELP: &str = "\
 echo — a TCP echo server on finwait
 
-USAGE: echo [--listen HOST:PORT]
+USAGE: echo [OPTIONS]
 
 OPTIONS:
-  --listen HOST:PORT   address to listen on (default 127.0.0.1:0; port 0 picks a free port)
-  -h, --help           print this help
+  --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
+  --idle-timeout-ms N         end() a connection with no traffic either way for N ms
+                              (0 = off, the default)
+  --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
+                              (default 5000)
+  -h, --help                  print this help
+
+Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
 ";
 
-fn main() -> ExitCode {
-    let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+struct Options {
+    listen: SocketAddr,
+    idle_timeout_ms: u64,
+    shutdown_ms: u64,
+}
+
+fn parse() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+        idle_timeout_ms: 0,
+        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
+    };
     let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = match args.next() {
-        Ok(a) => a,
-        Err(e) => return usage_error(e),
-    } {
-        use lexopt::prelude::*;
+    while let Some(arg) = args.next()? {
         match arg {
-            Long("listen") => match args.value().and_then(|v| v.parse()) {
-                Ok(addr) => listen = addr,
-                Err(e) => return usage_error(e),
-            },
-            Short('h') | Long("help") => {
-                print!("{HELP}");
-                return ExitCode::SUCCESS;
-            }
-            _ => return usage_error(arg.unexpected()),
+            Long("listen") => o.listen = args.value()?.parse()?,
+            Long("idle-timeout-ms") => o.idle_timeout_ms = args.value()?.parse()?,
+            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
         }
     }
-    if let Err(e) = serve(listen) {
-        eprintln!("echo: {e}");
-        return ExitCode::FAILURE;
+    Ok(Some(o))
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let options = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return common::usage_error("echo", HELP, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::SUCCESS
 }
 
-fn usage_error(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("echo: {e}\n\n{HELP}");
-    ExitCode::from(2)
-}
-
-fn serve(addr: SocketAddr) -> finwait::Result<()> {
+fn serve(o: Options) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
-    let listener = reactor.listen(addr, ListenOptions::new())?;
-    println!("listening on {}", reactor.listener_addr(listener)?);
-    reactor.run(
-        &mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
-            Event::Data(bytes) => {
-                // A write that fails here only means the socket is already closing; its
-                // `Close` event reports what happened.
-                if let Ok(false) = cx.write(id, bytes) {
-                    let _ = cx.pause(id);
-                }
+    let idle = (o.idle_timeout_ms > 0).then(|| Duration::from_millis(o.idle_timeout_ms));
+    common::listen(
+        &mut reactor,
+        o.listen,
+        ListenOptions::new().idle_timeout(idle),
+        o.shutdown_ms,
+    )?;
+    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
+        Event::Data(bytes) => {
+            // An error here only means the socket is already ending (its `Close` says how);
+            // bytes read after our end() have nowhere to go and are dropped.
+            if let Ok(false) = cx.write(id, bytes) {
+                let _ = cx.pause(id);
             }
-            Event::Drain => {
-                let _ = cx.resume(id);
-            }
-            _ => {}
-        },
-    )
+        }
+        Event::Drain => {
+            let _ = cx.resume(id);
+        }
+        // Idle: end gracefully. Everything already echoed is flushed before the FIN.
+        Event::Timeout => {
+            let _ = cx.end(id);
+        }
+        _ => {}
+    })
 }

@@ -194,3 +194,4 @@ pub fn server(options: finwait::ListenOptions) -> (Reactor, ListenerId, SocketAd
     let addr = reactor.listener_addr(l).unwrap();
     (reactor, l, addr)
 }
+pub mod process;

@@ -1,0 +1,43 @@
+//! What every example server shares: the `listening on` line, graceful shutdown on
+//! SIGTERM/SIGINT, and command-line errors. Each example parses its own options with lexopt.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use finwait::{ListenOptions, ListenerId, Reactor};
+
+/// `--listen`'s default: loopback, a free port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+/// `--shutdown-timeout-ms`'s default.
+pub const DEFAULT_SHUTDOWN_MS: u64 = 5000;
+
+/// Listens, prints exactly `listening on IP:PORT` (flushed, so a parent process reading the
+/// pipe sees it at once), and turns SIGTERM/SIGINT into a graceful shutdown: stop accepting,
+/// `end()` every connection, destroy what is left after `shutdown_ms`, and let `run` return.
+pub fn listen(
+    reactor: &mut Reactor,
+    addr: SocketAddr,
+    options: ListenOptions,
+    shutdown_ms: u64,
+) -> finwait::Result<ListenerId> {
+    reactor.shutdown_on_signals(Duration::from_millis(shutdown_ms))?;
+    let listener = reactor.listen(addr, options)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", reactor.listener_addr(listener)?)?;
+    out.flush()?;
+    Ok(listener)
+}
+
+/// Prints a command-line error and the help, exit status 2.
+pub fn usage_error(name: &str, help: &str, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{name}: {error}\n\n{help}");
+    ExitCode::from(2)
+}
+
+/// Logs to stderr at the level in `RUST_LOG` (default `warn`).
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+}
