@@ -504,6 +504,12 @@ impl Context {
 
     /// Stops reading: no `Data` until [`resume`](Self::resume); the kernel buffers fill and
     /// the peer feels backpressure.
+    ///
+    /// While paused, the peer's FIN is not seen either: `End` follows the last `Data`, so it
+    /// comes after `resume`. A paused socket is never held forever by that, though: once the
+    /// program has called `end()`, the FIN wait ([`ReactorOptions::fin_wait`]) destroys a
+    /// socket that makes no progress, paused or not; and an idle timeout, if armed, keeps
+    /// firing. A lingering close (`destroy_soon`) ignores pause and keeps discarding input.
     pub fn pause(&mut self, id: SocketId) -> Result<()> {
         self.slot_mut(id)?.conn.pause()
     }

@@ -28,11 +28,13 @@ pub struct ListenOptions {
     /// should not wait for Nagle's algorithm).
     pub no_delay: bool,
     /// Idle timeout armed on every accepted socket (default none); see
-    /// `Context::set_timeout`.
+    /// [`Context::set_timeout`](crate::Context::set_timeout).
     pub idle_timeout: Option<Duration>,
     /// Most sockets of this listener open at once (default unlimited). Beyond it, new
-    /// connections are accepted and closed at once, gracefully (FIN, never RST) — Node's
-    /// `maxConnections` behaviour — so clients are told instead of waiting in the backlog.
+    /// connections are left unaccepted in the kernel backlog and accepted as soon as one of
+    /// the listener's sockets closes. (Node instead accepts and drops them; leaving them
+    /// queued loses nothing and costs no fd — once the backlog is full the kernel makes
+    /// clients retry their SYN.)
     pub max_connections: Option<usize>,
 }
 
