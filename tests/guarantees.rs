@@ -468,3 +468,86 @@ fn writes_and_end_while_connecting_are_applied_after_connect() {
     );
     assert_no_live_socket(&reactor);
 }
+
+/// Fairness: one peer streaming 64 MiB cannot starve another; the second peer's message is
+/// delivered while the first is still far from done (per-socket read budget per turn).
+#[test]
+fn busy_peer_does_not_starve_others() {
+    const LEN: usize = 64 << 20;
+    let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let blaster = thread::spawn(move || {
+        let mut s = peer(addr);
+        let chunk = pattern(1 << 20);
+        for _ in 0..LEN / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        read_to_end(&mut s)
+    });
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.data.values().any(|d| d.len() > 1 << 20)
+    });
+    let big = h.sockets()[0];
+    let mut small = peer(addr);
+    small.write_all(b"ping").unwrap();
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets().len() == 2 && h.data.contains_key(&h.sockets()[1])
+    });
+    let read_when_small_arrived = h.data[&big].len();
+    assert!(
+        read_when_small_arrived < LEN / 2,
+        "the small peer waited until {read_when_small_arrived} bytes of the big one were read"
+    );
+    small.shutdown(Shutdown::Write).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.closed.len() == 2);
+    let (_, ending) = blaster.join().unwrap();
+    assert_eq!(ending, Ending::Fin);
+    assert_eq!(h.data[&big].len(), LEN);
+    assert_no_live_socket(&reactor);
+}
+
+/// Read-only facts: byte counts, queued bytes, addresses, ready state through the life of a
+/// socket; options calls work on a live socket and fail cleanly on a stale one.
+#[test]
+fn facts_follow_the_socket_through_its_life() {
+    use finwait::ReadyState;
+    let (mut reactor, _l, addr) = server(ListenOptions::new().allow_half_open(true));
+    let mut s = peer(addr);
+    s.write_all(b"12345").unwrap();
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| {
+        h.sockets()
+            .first()
+            .is_some_and(|id| h.data.get(id).is_some_and(|d| d.len() == 5))
+    });
+    let id = h.sockets()[0];
+    assert_eq!(reactor.bytes_read(id).unwrap(), 5);
+    assert_eq!(reactor.ready_state(id).unwrap(), ReadyState::Open);
+    assert_eq!(reactor.local_addr(id).unwrap(), addr);
+    assert_eq!(reactor.peer_addr(id).unwrap(), s.local_addr().unwrap());
+    reactor.set_no_delay(id, false).unwrap();
+    reactor
+        .set_keep_alive(id, Some(Duration::from_secs(60)))
+        .unwrap();
+    reactor.set_keep_alive(id, None).unwrap();
+    assert!(reactor.write(id, b"abc").unwrap());
+    assert_eq!(reactor.bytes_written(id).unwrap(), 3);
+    assert_eq!(reactor.bytes_queued(id).unwrap(), 0);
+    s.shutdown(Shutdown::Write).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.events(id).contains(&"End"));
+    assert_eq!(reactor.ready_state(id).unwrap(), ReadyState::WriteOnly);
+    assert_eq!(reactor.state(id).unwrap(), State::HalfClosedRemote);
+    reactor.end(id).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert!(matches!(reactor.ready_state(id), Err(Error::StaleId)));
+    assert!(matches!(
+        reactor.set_no_delay(id, true),
+        Err(Error::StaleId)
+    ));
+    let (got, ending) = read_to_end(&mut s);
+    assert_eq!((got.as_slice(), ending), (&b"abc"[..], Ending::Fin));
+    assert_no_live_socket(&reactor);
+}
