@@ -445,10 +445,7 @@ impl Context {
     /// Ends the writing side: every queued byte goes out, then the FIN ([`Event::Finish`]).
     /// Reading goes on until the peer's FIN. A second `end` is a no-op.
     pub fn end(&mut self, id: SocketId) -> Result<()> {
-        let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
-        slot.conn.end(&mut self.actions)?;
-        self.apply(id);
-        Ok(())
+        self.drive(id, |conn, out| conn.end(out))
     }
 
     /// Writes a last chunk, then ends (Node's `end(data)`). After `end()` this returns
@@ -464,42 +461,26 @@ impl Context {
     ///
     /// [`CloseInfo::unsent`]: crate::CloseInfo::unsent
     pub fn destroy(&mut self, id: SocketId) -> Result<()> {
-        slot_in(&mut self.sockets, &self.socket_generations, id)?
-            .conn
-            .destroy(None, &mut self.actions)?;
-        self.apply(id);
-        Ok(())
+        self.drive(id, |conn, out| conn.destroy(None, out))
     }
 
     /// Like [`destroy`](Self::destroy) but reports `error`: [`Event::Error`] then `Close` with
     /// `had_error == true`.
     pub fn destroy_with(&mut self, id: SocketId, error: Error) -> Result<()> {
-        slot_in(&mut self.sockets, &self.socket_generations, id)?
-            .conn
-            .destroy(Some(error), &mut self.actions)?;
-        self.apply(id);
-        Ok(())
+        self.drive(id, |conn, out| conn.destroy(Some(error), out))
     }
 
     /// Lingering close: flush, FIN, then read and discard input until the peer's FIN (or the
     /// linger deadline), then close. Never turns into an RST because of unread input. The
     /// program gets no more `Data` and no `End`.
     pub fn destroy_soon(&mut self, id: SocketId) -> Result<()> {
-        slot_in(&mut self.sockets, &self.socket_generations, id)?
-            .conn
-            .destroy_soon(&mut self.actions)?;
-        self.apply(id);
-        Ok(())
+        self.drive(id, |conn, out| conn.destroy_soon(out))
     }
 
     /// Sends RST (`SO_LINGER{on, 0}` + close) and destroys, in every state — after `end()`
     /// too. Queued bytes are dropped and counted as unsent.
     pub fn reset_and_destroy(&mut self, id: SocketId) -> Result<()> {
-        slot_in(&mut self.sockets, &self.socket_generations, id)?
-            .conn
-            .reset(&mut self.actions)?;
-        self.apply(id);
-        Ok(())
+        self.drive(id, |conn, out| conn.reset(out))
     }
 
     /// Stops reading: no `Data` until [`resume`](Self::resume); the kernel buffers fill and
@@ -679,6 +660,18 @@ impl Context {
     }
 
     // ---- the loop's side -----------------------------------------------------------------
+
+    /// Gives one input to a socket's machine and carries out the actions it produced.
+    fn drive(
+        &mut self,
+        id: SocketId,
+        input: impl FnOnce(&mut Conn, &mut Actions) -> Result<()>,
+    ) -> Result<()> {
+        let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
+        let result = input(&mut slot.conn, &mut self.actions);
+        self.apply(id);
+        result
+    }
 
     pub(crate) fn schedule_listener(&mut self, id: ListenerId) {
         if let Ok(l) = self.listener_mut(id)
