@@ -87,21 +87,23 @@ fn serve(o: Options) -> finwait::Result<()> {
         ListenOptions::new().idle_timeout(idle),
         o.shutdown_ms,
     )?;
-    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
-        Event::Data(bytes) => {
-            // An error here only means the socket is already ending (its `Close` says how);
-            // bytes read after our end() have nowhere to go and are dropped.
-            if let Ok(false) = cx.write(id, bytes) {
-                let _ = cx.pause(id);
+    reactor.run(
+        &mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
+            Event::Data(bytes) => {
+                // An error here only means the socket is already ending (its `Close` says how);
+                // bytes read after our end() have nowhere to go and are dropped.
+                if let Ok(false) = cx.write(id, bytes) {
+                    let _ = cx.pause(id);
+                }
             }
-        }
-        Event::Drain => {
-            let _ = cx.resume(id);
-        }
-        // Idle: end gracefully. Everything already echoed is flushed before the FIN.
-        Event::Timeout => {
-            let _ = cx.end(id);
-        }
-        _ => {}
-    })
+            Event::Drain => {
+                let _ = cx.resume(id);
+            }
+            // Idle: end gracefully. Everything already echoed is flushed before the FIN.
+            Event::Timeout => {
+                let _ = cx.end(id);
+            }
+            _ => {}
+        },
+    )
 }

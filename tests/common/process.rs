@@ -13,7 +13,11 @@ pub fn example_path(name: &str) -> PathBuf {
     // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is not built (cargo test builds examples)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built (cargo test builds examples)",
+        path.display()
+    );
     path
 }
 
