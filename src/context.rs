@@ -909,3 +909,16 @@ fn generation_of(generations: &mut Vec<u32>, index: usize) -> u32 {
     }
     generations[index]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle connections cost their slot and little else (target: ≤ 256 bytes of server memory
+    /// per idle connection); this pins the slot's size so a new field is a deliberate choice.
+    #[test]
+    fn slot_stays_small() {
+        let size = std::mem::size_of::<Slot>();
+        assert!(size <= 160, "Slot grew to {size} bytes");
+    }
+}
