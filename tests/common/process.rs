@@ -18,7 +18,59 @@ pub fn example_path(name: &str) -> PathBuf {
         "{} is not built (cargo test builds examples)",
         path.display()
     );
+    // `cargo test --test NAME` builds only that test: an example older than its sources would
+    // be tested silently. Refuse instead.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = root.join("examples");
+    let own = if examples.join(name).is_dir() {
+        newest_source(&examples.join(name))
+    } else {
+        let file = examples.join(format!("{name}.rs"));
+        let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
+        modified.map(|t| (file, t))
+    };
+    if let Some(newer) = [
+        newest_source(&root.join("src")),
+        newest_source(&examples.join("common")),
+        own,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(_, t)| *t > built)
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --examples` (or plain `cargo test`) first",
+            path.display(),
+            newer.0.display()
+        );
+    }
     path
+}
+
+/// Newest `.rs` file under `dir`.
+fn newest_source(dir: &std::path::Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let candidate = if p.is_dir() {
+            newest_source(&p)
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (p, t))
+        } else {
+            None
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.1 > n.1)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
 }
 
 /// A running example server. Killed (by its PID, SIGKILL) if still running when dropped.

@@ -1,0 +1,99 @@
+//! count — counts the bytes a peer sends and answers after its FIN (see CONTRACT.md).
+//!
+//! ```text
+//! cargo run --release --example count -- --listen 127.0.0.1:7002
+//! printf 'hello' | cargo run --release --example client -- --connect 127.0.0.1:7002   # 5
+//! ```
+//!
+//! What it teaches: half-open connections. With `allow_half_open` the peer's FIN (`End`)
+//! means only "I have nothing more to send": our side stays writable until we `end()` it, so
+//! the answer can follow the question's end. Without it the reactor would end the socket
+//! right after `End` (a write made inside the `End` handler would still go out, but a server
+//! that answers later — after a database call, say — would find the socket ended).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+
+const HELP: &str = "\
+count — answers each connection with the number of bytes it sent, after its FIN
+
+USAGE: count [OPTIONS]
+
+OPTIONS:
+  --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
+  --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
+                              (default 5000)
+  -h, --help                  print this help
+
+Each connection: read until the peer half-closes (FIN), then write the byte count in
+decimal and a newline, then FIN. Nothing is written before the peer's FIN.
+Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
+";
+
+struct Options {
+    listen: SocketAddr,
+    shutdown_ms: u64,
+}
+
+fn parse() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
+    };
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("listen") => o.listen = args.value()?.parse()?,
+            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let options = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return common::usage_error("count", HELP, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("count: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(o: Options) -> finwait::Result<()> {
+    let mut reactor = Reactor::new()?;
+    common::listen(
+        &mut reactor,
+        o.listen,
+        // The peer's FIN must not end our side: the answer comes after it.
+        ListenOptions::new().allow_half_open(true),
+        o.shutdown_ms,
+    )?;
+    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
+        // `Data` needs no code: the reactor already counts every byte it reads
+        // (`bytes_read`), so this server keeps no per-connection state at all.
+        if let Event::End = event {
+            // `End` comes after the last `Data`, so the count is final. An error means the
+            // socket was already ended (a shutdown started) or destroyed: nothing to answer.
+            if let Ok(n) = cx.bytes_read(id) {
+                let _ = cx.end_with(id, format!("{n}\n").as_bytes());
+            }
+        }
+    })
+}

@@ -1,0 +1,97 @@
+//! goodbye — writes a message on each connection and closes it gracefully (see CONTRACT.md).
+//!
+//! ```text
+//! cargo run --release --example goodbye -- --listen 127.0.0.1:7001 --message 'Bye!'
+//! ```
+//!
+//! What it teaches: closing without an RST. A server that writes and closes at once loses its
+//! own message whenever the peer had sent something first: Linux answers `close()` on a socket
+//! with unread input by sending RST, and an RST makes the peer's kernel throw away whatever it
+//! had not yet handed to the program. `destroy_soon` is the cure: flush, FIN, then read and
+//! discard until the peer's FIN (bounded by the linger deadline), and only then close.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+
+const HELP: &str = "\
+goodbye — writes a message on every connection, then closes it gracefully
+
+USAGE: goodbye [OPTIONS]
+
+OPTIONS:
+  --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
+  --message TEXT              what to write on each connection (default \"Goodbye\\n\");
+                              sent exactly as given, then FIN
+  --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
+                              (default 5000)
+  -h, --help                  print this help
+
+Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
+";
+
+struct Options {
+    listen: SocketAddr,
+    message: String,
+    shutdown_ms: u64,
+}
+
+fn parse() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+        message: "Goodbye\n".to_string(),
+        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
+    };
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("listen") => o.listen = args.value()?.parse()?,
+            Long("message") => o.message = args.value()?.string()?,
+            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let options = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return common::usage_error("goodbye", HELP, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("goodbye: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(o: Options) -> finwait::Result<()> {
+    let mut reactor = Reactor::new()?;
+    common::listen(&mut reactor, o.listen, ListenOptions::new(), o.shutdown_ms)?;
+    let message = o.message.into_bytes();
+    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
+        if let Event::Accepted(_) = event {
+            // Whatever the kernel does not take at once is queued; `destroy_soon` flushes it
+            // before the FIN, so the message goes out whole even to a slow reader.
+            let _ = cx.write(id, &message);
+            // Not `end()`: we want nothing the peer sends (no `Data`, no `End`), and the
+            // linger deadline bounds how long a peer that never sends its FIN can hold us.
+            // Not `destroy()`: unread input would turn the close into an RST and cut the
+            // message. Errors only mean the socket is already gone; its `Close` says how.
+            let _ = cx.destroy_soon(id);
+        }
+    })
+}
