@@ -121,9 +121,9 @@ impl ReactorOptions {
         self.linger = linger;
         self
     }
-    /// Sets [`accept_retry`](Self::accept_retry).
+    /// Sets [`accept_retry`](Self::accept_retry), at least 1 ms (zero would spin).
     pub fn accept_retry(mut self, retry: Duration) -> Self {
-        self.accept_retry = retry;
+        self.accept_retry = retry.max(Duration::from_millis(1));
         self
     }
 }
@@ -682,6 +682,25 @@ impl Context {
         }
     }
 
+    /// A socket just closed, so an fd is free: listeners that backed off after running out of
+    /// fds try again now instead of waiting for their retry timer.
+    fn retry_backed_off_listeners(&mut self) {
+        let backed_off: Vec<(usize, TimerId)> = self
+            .listeners
+            .iter()
+            .filter_map(|(i, l)| l.backoff.map(|t| (i, t)))
+            .collect();
+        for (index, timer) in backed_off {
+            self.timers.cancel(timer);
+            self.listeners[index].backoff = None;
+            let id = ListenerId {
+                index: index as u32,
+                generation: self.listener_generations[index],
+            };
+            self.schedule_listener(id);
+        }
+    }
+
     /// Handles a timer that came due.
     pub(crate) fn on_timer(&mut self, key: TimerKey) {
         match key {
@@ -759,6 +778,7 @@ impl Context {
                     }
                     let listener = slot.listener;
                     self.reclaim.push(id);
+                    self.retry_backed_off_listeners();
                     if let Some(lid) = listener {
                         let mut reaccept = false;
                         if let Ok(l) = self.listener_mut(lid) {
