@@ -1,0 +1,423 @@
+//! http — a minimal HTTP/1.1 server: every GET gets `Hello, World!` (see CONTRACT.md).
+//!
+//! ```text
+//! cargo run --release --example http -- --listen 127.0.0.1:8080
+//! curl -i http://127.0.0.1:8080/
+//! ```
+//!
+//! What it teaches: a request/response protocol on a byte stream. Each connection keeps a
+//! small buffer of bytes not yet parsed; every `Data` appends to it and answers each complete
+//! request head in order (pipelining), skipping request bodies without buffering them.
+//! Closing is always `end()`: the response is flushed, then the FIN, and finwait keeps
+//! reading (we discard) until the client's FIN, so an answer such as 431 sent while the
+//! client is still sending never turns into an RST that would destroy it.
+//!
+//! Timers. One idle timer per connection (`set_timeout`), used in one of two modes:
+//! - *idle* (between requests, or while a response or a body is moving): `Timeout` after
+//!   `--idle-timeout-ms` without traffic → `end()`.
+//! - *header* (a request head has started but is not complete): the header deadline is
+//!   `first byte + --header-timeout-ms`. The idle timer is re-armed with the time left to
+//!   that deadline on every `Data` that leaves the head incomplete, so a client that stalls
+//!   gets its `Timeout` exactly at the deadline. Since traffic re-arms the idle timer, a
+//!   client trickling one byte at a time would keep pushing the `Timeout` back: each `Data`
+//!   therefore also compares the deadline with the reactor's clock itself. Either way the
+//!   answer is `408` and `end()`. The timer is only touched when a head stays incomplete
+//!   (or on a mode change), so a client sending whole requests costs no timer work.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod request;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+
+use request::{Parse, ParseError, Request, Version};
+
+const HELP: &str = "\
+http — a minimal HTTP/1.1 server on finwait
+
+USAGE: http [OPTIONS]
+
+Answers every GET with `200 Hello, World!`, HEAD with the same headers, other methods with
+405. Keep-alive and pipelining as in HTTP/1.1; HTTP/1.0 closes unless it asks for
+keep-alive. Malformed requests get 400, header sections over 8 KiB 431, then the connection
+ends.
+
+OPTIONS:
+  --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
+  --idle-timeout-ms N         end() a connection with no traffic either way for N ms
+                              between requests (default 5000, 0 = off)
+  --header-timeout-ms N       answer 408 and end() when a request's header section is not
+                              complete N ms after its first byte (default 10000, 0 = off)
+  --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
+                              (default 5000)
+  -h, --help                  print this help
+
+Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
+";
+
+const BODY: &[u8] = b"Hello, World!\n";
+
+struct Options {
+    listen: SocketAddr,
+    idle_timeout_ms: u64,
+    header_timeout_ms: u64,
+    shutdown_ms: u64,
+}
+
+fn parse_args() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+        idle_timeout_ms: 5000,
+        header_timeout_ms: 10_000,
+        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
+    };
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("listen") => o.listen = args.value()?.parse()?,
+            Long("idle-timeout-ms") => o.idle_timeout_ms = args.value()?.parse()?,
+            Long("header-timeout-ms") => o.header_timeout_ms = args.value()?.parse()?,
+            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let options = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return common::usage_error("http", HELP, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("http: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the connection's idle timer is currently armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// `--idle-timeout-ms` (or off).
+    Idle,
+    /// The header deadline of a started head.
+    Header,
+    /// Disarmed: the connection is ending.
+    Off,
+}
+
+/// Per-connection state.
+struct Conn {
+    /// Bytes received and not yet parsed start at `buf[pos]`. Appended to only while not
+    /// blocked, and parsing consumes it until an incomplete head (under `MAX_HEAD` bytes, or
+    /// the parser says 431), so it never holds more than `MAX_HEAD` + one read.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Body bytes of the last request still to be skipped.
+    skip: u64,
+    /// When the first byte of the current, still incomplete head arrived.
+    head_started: Option<Instant>,
+    /// A response could not be queued under the high-water mark: reading is paused and the
+    /// rest of `buf` waits for `Drain`.
+    blocked: bool,
+    /// We called `end()` (or the peer ended): further input is discarded.
+    ending: bool,
+    timer: Timer,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            buf: Vec::new(),
+            pos: 0,
+            skip: 0,
+            head_started: None,
+            blocked: false,
+            ending: false,
+            timer: Timer::Idle,
+        }
+    }
+}
+
+struct Server {
+    idle: Option<Duration>,
+    header: Option<Duration>,
+    conns: HashMap<SocketId, Conn>,
+}
+
+impl Server {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        match event {
+            Event::Accepted(_) => {
+                self.conns.insert(id, Conn::new());
+            }
+            Event::Data(mut bytes) => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                if c.ending {
+                    // After end(): finwait reads until the peer's FIN; nothing to do here.
+                    return;
+                }
+                if c.pos == c.buf.len() {
+                    // Nothing buffered: skip body bytes straight from the read buffer.
+                    c.buf.clear();
+                    c.pos = 0;
+                    let n = c.skip.min(bytes.len() as u64) as usize;
+                    c.skip -= n as u64;
+                    bytes = &bytes[n..];
+                }
+                c.buf.extend_from_slice(bytes);
+                self.process(cx, id);
+            }
+            Event::Drain => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                if !c.blocked || c.ending {
+                    return;
+                }
+                c.blocked = false;
+                self.process(cx, id);
+                if let Some(c) = self.conns.get(&id)
+                    && !c.blocked
+                    && !c.ending
+                {
+                    let _ = cx.resume(id);
+                }
+            }
+            Event::Timeout => self.on_timeout(cx, id),
+            Event::End => {
+                // The client finished sending. Without allow_half_open finwait ends the
+                // socket right after this handler, after every response already queued; a
+                // partial head left in the buffer can never complete and is dropped.
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.ending = true;
+                }
+            }
+            Event::Close(_) => {
+                self.conns.remove(&id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order, then sets the timer.
+    fn process(&mut self, cx: &mut Context, id: SocketId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut incomplete = false;
+        while !c.ending && !c.blocked {
+            let available = (c.buf.len() - c.pos) as u64;
+            if c.skip > 0 {
+                let n = c.skip.min(available);
+                c.skip -= n;
+                c.pos += n as usize;
+                if c.skip > 0 {
+                    break;
+                }
+            }
+            if c.pos == c.buf.len() {
+                break;
+            }
+            match request::parse(&c.buf[c.pos..]) {
+                Ok(Parse::Incomplete) => {
+                    incomplete = true;
+                    break;
+                }
+                Ok(Parse::Complete { request, head_len }) => {
+                    c.pos += head_len;
+                    c.skip = request.content_length;
+                    c.head_started = None;
+                    let (below, keep_alive) = respond(cx, id, &request);
+                    if !keep_alive {
+                        finish(cx, id, c);
+                    } else if !below {
+                        // The client is not reading its responses: stop reading its
+                        // requests until they drain.
+                        c.blocked = true;
+                        let _ = cx.pause(id);
+                    }
+                }
+                Err(e) => {
+                    let status = e.status();
+                    log::debug!("{id}: bad request head: {e:?}");
+                    let reason = match e {
+                        ParseError::BadRequest => "Bad Request",
+                        ParseError::HeadersTooLarge => "Request Header Fields Too Large",
+                    };
+                    let _ = cx.write(id, &error_response(status, reason));
+                    finish(cx, id, c);
+                }
+            }
+        }
+        // Drop what was consumed; what is left is an incomplete head or waits for `Drain`.
+        if c.pos == c.buf.len() {
+            c.buf.clear();
+        } else {
+            c.buf.drain(..c.pos);
+        }
+        c.pos = 0;
+        if c.ending {
+            return;
+        }
+        let header_deadline = match self.header {
+            Some(limit) if incomplete && !c.blocked => {
+                Some(*c.head_started.get_or_insert(cx.now()) + limit)
+            }
+            _ => {
+                c.head_started = None;
+                None
+            }
+        };
+        match header_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(cx.now());
+                if left.is_zero() {
+                    // A trickling client: traffic kept re-arming the timer, the clock says
+                    // the deadline passed.
+                    request_timeout(cx, id, c);
+                } else {
+                    c.timer = Timer::Header;
+                    let _ = cx.set_timeout(id, Some(left));
+                }
+            }
+            None if c.timer != Timer::Idle => {
+                c.timer = Timer::Idle;
+                let _ = cx.set_timeout(id, self.idle);
+            }
+            None => {}
+        }
+    }
+
+    fn on_timeout(&mut self, cx: &mut Context, id: SocketId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match c.timer {
+            Timer::Off => {}
+            Timer::Idle => {
+                log::debug!("{id}: idle, ending");
+                finish(cx, id, c);
+            }
+            Timer::Header => match (c.head_started, self.header) {
+                (Some(started), Some(limit)) => {
+                    let deadline = started + limit;
+                    if cx.now() >= deadline {
+                        request_timeout(cx, id, c);
+                    } else {
+                        // Fired early only if re-armed by traffic in between; aim again.
+                        let left = deadline.saturating_duration_since(cx.now());
+                        let _ = cx.set_timeout(id, Some(left));
+                    }
+                }
+                _ => {
+                    c.timer = Timer::Idle;
+                    let _ = cx.set_timeout(id, self.idle);
+                }
+            },
+        }
+    }
+}
+
+/// Writes the response to one request. Returns (under the high-water mark, keep alive).
+fn respond(cx: &mut Context, id: SocketId, request: &Request) -> (bool, bool) {
+    let keep_alive = request.keep_alive;
+    let (status, extra, body): (&str, &str, &[u8]) = match request.method.as_str() {
+        "GET" => ("200 OK", "", BODY),
+        "HEAD" => ("200 OK", "", b""),
+        _ => (
+            "405 Method Not Allowed",
+            "Allow: GET, HEAD\r\n",
+            b"Method Not Allowed\n",
+        ),
+    };
+    // HEAD announces the length a GET would have.
+    let length = if request.method == "HEAD" {
+        BODY.len()
+    } else {
+        body.len()
+    };
+    let connection = match (request.version, keep_alive) {
+        (_, false) => "Connection: close\r\n",
+        (Version::Http10, true) => "Connection: keep-alive\r\n",
+        (Version::Http11, true) => "",
+    };
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\
+             {extra}{connection}\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body);
+    let below = cx.write(id, &out).unwrap_or(true);
+    (below, keep_alive)
+}
+
+fn error_response(status: u16, reason: &str) -> Vec<u8> {
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn request_timeout(cx: &mut Context, id: SocketId, c: &mut Conn) {
+    log::debug!("{id}: request header timeout");
+    let _ = cx.write(id, &error_response(408, "Request Timeout"));
+    finish(cx, id, c);
+}
+
+/// Ends the connection: queued responses, then FIN. finwait goes on reading until the
+/// client's FIN (bounded by its FIN-wait deadline); we ignore what it reads.
+fn finish(cx: &mut Context, id: SocketId, c: &mut Conn) {
+    c.ending = true;
+    c.blocked = false;
+    c.head_started = None;
+    c.buf = Vec::new();
+    c.pos = 0;
+    c.timer = Timer::Off;
+    let _ = cx.set_timeout(id, None);
+    // Reading may have been paused for backpressure: the discarding reads must go on.
+    let _ = cx.resume(id);
+    let _ = cx.end(id);
+}
+
+fn serve(o: Options) -> finwait::Result<()> {
+    let mut reactor = Reactor::new()?;
+    let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
+    let idle = ms(o.idle_timeout_ms);
+    common::listen(
+        &mut reactor,
+        o.listen,
+        ListenOptions::new().idle_timeout(idle),
+        o.shutdown_ms,
+    )?;
+    let mut server = Server {
+        idle,
+        header: ms(o.header_timeout_ms),
+        conns: HashMap::new(),
+    };
+    reactor
+        .run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| server.on_event(cx, id, event))
+}

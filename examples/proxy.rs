@@ -1,0 +1,213 @@
+//! proxy — a TCP proxy: every accepted connection is forwarded to `--upstream` (see
+//! CONTRACT.md).
+//!
+//! ```text
+//! cargo run --release --example proxy -- --upstream 127.0.0.1:8080 --listen 127.0.0.1:7000
+//! ```
+//!
+//! What it teaches: pairing two sockets. Each accepted socket gets an outgoing one; bytes
+//! flow both ways with backpressure (a full queue on one side pauses reading on the other,
+//! `Drain` resumes it). Both sides allow half-open, so a FIN travels across on its own
+//! (`End` on one side → `end()` on the other, which finwait sends after every queued byte)
+//! and each socket closes by itself once both of its directions have ended. An error or RST
+//! on one side resets the other, so its peer learns that the stream broke instead of
+//! mistaking a truncated stream for a complete one.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+
+use finwait::{
+    CloseInfo, CloseReason, ConnectOptions, Context, Event, ListenOptions, Reactor, SocketId,
+};
+
+const HELP: &str = "\
+proxy — a TCP proxy on finwait
+
+USAGE: proxy --upstream HOST:PORT [OPTIONS]
+
+OPTIONS:
+  --upstream HOST:PORT        where to forward every accepted connection (required)
+  --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
+  --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
+                              (default 5000)
+  -h, --help                  print this help
+
+Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
+A FIN from either side is forwarded (after all data before it); an RST or error on either
+side resets the other; an unreachable upstream resets the client.
+";
+
+struct Options {
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    shutdown_ms: u64,
+}
+
+fn parse() -> Result<Option<Options>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut listen: SocketAddr = common::DEFAULT_LISTEN.parse().unwrap();
+    let mut upstream = None;
+    let mut shutdown_ms = common::DEFAULT_SHUTDOWN_MS;
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("listen") => listen = args.value()?.parse()?,
+            Long("upstream") => {
+                let value = args.value()?.string()?;
+                // Resolved once, at start-up: a host name is looked up here, not per connection.
+                let addr = value
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--upstream {value}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("--upstream {value}: no address"))?;
+                upstream = Some(addr);
+            }
+            Long("shutdown-timeout-ms") => shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    let upstream = upstream.ok_or("--upstream HOST:PORT is required")?;
+    Ok(Some(Options {
+        listen,
+        upstream,
+        shutdown_ms,
+    }))
+}
+
+fn main() -> ExitCode {
+    common::init_logging();
+    let options = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return common::usage_error("proxy", HELP, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Both halves of every live pair, each keyed by its own id and naming the other.
+struct Proxy {
+    upstream: SocketAddr,
+    pairs: HashMap<SocketId, SocketId>,
+}
+
+impl Proxy {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        match event {
+            Event::Accepted(_) => {
+                let options = ConnectOptions::new().allow_half_open(true);
+                match cx.connect(self.upstream, options) {
+                    Ok(up) => {
+                        self.pairs.insert(id, up);
+                        self.pairs.insert(up, id);
+                    }
+                    Err(e) => {
+                        // Not a network outcome (those arrive as events) but a local failure
+                        // such as running out of fds: nothing to forward to, tell the client.
+                        log::warn!("{id}: cannot connect upstream: {e}");
+                        let _ = cx.reset_and_destroy(id);
+                    }
+                }
+            }
+            Event::Data(bytes) => {
+                let Some(&other) = self.pairs.get(&id) else {
+                    return;
+                };
+                // While the upstream is still connecting, finwait queues the write and sends
+                // it once connected, so early client data needs no special case. An error
+                // (`WriteAfterEnd` during a shutdown, `Destroyed` when the other side just
+                // failed) means the other side's own events decide what happens next.
+                if let Ok(false) = cx.write(other, bytes) {
+                    // The other side's queue is over its high-water mark: stop reading here
+                    // until it drains, so memory stays bounded by the peers' speeds.
+                    let _ = cx.pause(id);
+                }
+            }
+            Event::Drain => {
+                if let Some(&other) = self.pairs.get(&id) {
+                    let _ = cx.resume(other);
+                }
+            }
+            Event::End => {
+                // The peer finished sending; pass the FIN on. finwait sends it after every
+                // byte already queued on the other side, so no data overtakes it.
+                if let Some(&other) = self.pairs.get(&id) {
+                    let _ = cx.end(other);
+                }
+            }
+            Event::Close(info) => {
+                let Some(other) = self.pairs.remove(&id) else {
+                    return;
+                };
+                self.pairs.remove(&other);
+                on_close(cx, id, other, info);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One side of a pair closed while the other (`other`) may still be live.
+fn on_close(cx: &mut Context, id: SocketId, other: SocketId, info: CloseInfo) {
+    let broken = info.had_error
+        || matches!(info.reason, CloseReason::PeerReset | CloseReason::Error)
+        // Bytes meant for this side's peer were dropped (a FIN-wait deadline on a peer
+        // that stopped reading): the stream is truncated, which only a reset can say.
+        || info.unsent > 0;
+    if broken {
+        // RST on the other side: its peer sees ECONNRESET, as if talking to the broken side
+        // directly. This also covers an unreachable upstream: a refused (or failed) connect
+        // closes the upstream socket with an error before it ever connected, and the client
+        // is reset at once. A reset rather than `destroy()` because a FIN would tell the
+        // client "the server accepted and finished normally", and a client that already
+        // sent a request would take the silence for an empty answer; the RST is the closest
+        // thing to the ECONNREFUSED it would have got connecting directly.
+        log::debug!("{id}: closed ({info:?}); resetting {other}");
+        let _ = cx.reset_and_destroy(other);
+        return;
+    }
+    match info.reason {
+        // Both directions ended through this pair: the other side has both FINs too and
+        // closes by itself once its queue is flushed.
+        CloseReason::Graceful => {}
+        // Our own destroy or reset, made because the other side failed: it is already gone.
+        CloseReason::LocalDestroy | CloseReason::LocalReset => {}
+        // A plain local close without data loss (say a FIN-wait deadline on a peer that
+        // never sent its FIN): no reset, but the other side must not wait for a partner
+        // that is gone. Flush, FIN, and discard its input until its peer's FIN (bounded by
+        // the linger time). During a shutdown whose grace ran out, the other side is being
+        // destroyed too and these calls just fail.
+        _ => {
+            let _ = cx.resume(other);
+            let _ = cx.destroy_soon(other);
+        }
+    }
+}
+
+fn serve(o: Options) -> finwait::Result<()> {
+    let mut reactor = Reactor::new()?;
+    common::listen(
+        &mut reactor,
+        o.listen,
+        ListenOptions::new().allow_half_open(true),
+        o.shutdown_ms,
+    )?;
+    let mut proxy = Proxy {
+        upstream: o.upstream,
+        pairs: HashMap::new(),
+    };
+    reactor
+        .run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| proxy.on_event(cx, id, event))
+}
