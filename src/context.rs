@@ -217,7 +217,7 @@ impl Context {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
-        let mut listener = sys::listen(addr, options.backlog)?;
+        let mut listener = sys::listen(addr, options.backlog, options.no_delay)?;
         let index = self.listeners.vacant_key();
         let id = ListenerId {
             index: index as u32,
@@ -362,9 +362,7 @@ impl Context {
             index: index as u32,
             generation: generation_of(&mut self.socket_generations, index),
         };
-        if options.no_delay {
-            stream.set_nodelay(true)?;
-        }
+        // TCP_NODELAY came from the listener (see `sys::listen`).
         self.registry.register(
             &mut stream,
             TokenKind::Socket(id).to_token(),
