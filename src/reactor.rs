@@ -61,6 +61,9 @@ pub struct Reactor {
     cx: Context,
     /// Timers that came due this turn (kept to reuse its allocation).
     fired: Vec<TimerKey>,
+    /// The sockets and listeners serviced this turn (kept to reuse their allocations).
+    socket_batch: Vec<SocketId>,
+    listener_batch: Vec<ListenerId>,
     /// SIGINT/SIGTERM, when [`shutdown_on_signals`](Reactor::shutdown_on_signals) was called,
     /// with the grace period to give.
     signals: Option<(Signals, Duration)>,
@@ -120,6 +123,8 @@ impl Reactor {
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             cx: Context::new(registry, Box::new(clock), options),
             fired: Vec::new(),
+            socket_batch: Vec::new(),
+            listener_batch: Vec::new(),
             signals: None,
             waker: None,
         })
@@ -248,25 +253,37 @@ impl Reactor {
         let now = self.cx.now;
         let fired = &mut self.fired;
         self.cx.timers.expire(now, |_, key| fired.push(key));
-        for key in std::mem::take(&mut self.fired) {
+        let mut fired = std::mem::take(&mut self.fired);
+        for &key in &fired {
             self.cx.on_timer(key);
         }
+        fired.clear();
+        self.fired = fired;
         self.deliver(handler);
         if woken {
             handler.on_wake(&mut self.cx);
         }
         self.deliver(handler);
-        for id in std::mem::take(&mut self.cx.ready_listeners) {
+        // Swap the ready lists with kept, empty ones instead of taking them: no allocation
+        // per turn, and whatever gets scheduled meanwhile lands in the fresh list.
+        let mut listeners = std::mem::take(&mut self.listener_batch);
+        std::mem::swap(&mut listeners, &mut self.cx.ready_listeners);
+        for &id in &listeners {
             self.accept(id);
         }
+        listeners.clear();
+        self.listener_batch = listeners;
         self.deliver(handler);
-        let ready = std::mem::take(&mut self.cx.ready);
-        for id in ready {
+        let mut batch = std::mem::take(&mut self.socket_batch);
+        std::mem::swap(&mut batch, &mut self.cx.ready);
+        for &id in &batch {
             if let Ok(slot) = self.cx.slot_mut(id) {
                 slot.scheduled = false;
             }
             self.service(id, handler);
         }
+        batch.clear();
+        self.socket_batch = batch;
         self.deliver(handler);
         self.cx.reclaim();
         if self.cx.shutdown == ShutdownPhase::Draining

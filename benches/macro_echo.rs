@@ -1,0 +1,751 @@
+//! Macro benchmark: finwait's `echo` example against a raw-mio echo (`mio_echo`) and a tokio
+//! echo (`tokio_echo`), driven by `loadgen` (written on finwait's client API).
+//!
+//! ```text
+//! cargo build --release --examples && cargo bench --bench macro_echo
+//! ```
+//!
+//! For every scenario and every server: a fresh server pinned to one CPU, loadgen pinned to
+//! another, one JSON line collected; then a markdown table on stdout and a check of the
+//! targets. Progress and the raw JSON lines go to stderr. See BENCHMARKS.md.
+//!
+//! Environment (all optional):
+//! - `FINWAIT_BENCH_SECONDS` — pingpong/churn duration (default 3)
+//! - `FINWAIT_BENCH_BULK_BYTES` — bulk total bytes (default 268435456)
+//! - `FINWAIT_BENCH_BULK_CONNS` (4), `FINWAIT_BENCH_PINGPONG_CONNS` (50),
+//!   `FINWAIT_BENCH_CHURN_WORKERS` (50), `FINWAIT_BENCH_IDLE_CONNS` (10000)
+//! - `FINWAIT_BENCH_SCENARIOS` — comma list (default `bulk,pingpong,churn,idle`)
+//! - `FINWAIT_BENCH_SERVERS` — comma list (default `finwait,mio,tokio`)
+//! - `FINWAIT_BENCH_SERVER_CPU` (0), `FINWAIT_BENCH_CLIENT_CPU` (1); `FINWAIT_BENCH_PIN=0`
+//!   disables pinning
+//! - `FINWAIT_BENCH_SYSCALLS` — `auto` (default: `perf` if it works, else `strace` if
+//!   installed, else off), `perf`, `strace` or `0`: one extra, untimed bulk/pingpong/churn run
+//!   per server with the server's syscalls counted (`perf stat -e raw_syscalls:sys_enter`,
+//!   counted in the kernel, barely slows the server; `strace -c -f` slows every syscall by
+//!   several µs, which changes the batching it measures — prefer perf)
+//! - `FINWAIT_BENCH_JSON=PATH` — also append the raw JSON lines to PATH
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVERS: [(&str, &str); 3] = [
+    ("finwait", "echo"),
+    ("mio", "mio_echo"),
+    ("tokio", "tokio_echo"),
+];
+const SCENARIOS: [&str; 4] = ["bulk", "pingpong", "churn", "idle"];
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_list(key: &str, default: &[&str]) -> Vec<String> {
+    match std::env::var(key) {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+        _ => default.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+struct Config {
+    examples: PathBuf,
+    seconds: f64,
+    bulk_bytes: u64,
+    bulk_conns: usize,
+    pingpong_conns: usize,
+    churn_workers: usize,
+    idle_conns: usize,
+    pin: Option<(usize, usize)>,
+    taskset: bool,
+    syscalls: Option<Counter>,
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: then do nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("macro_echo: runs only under `cargo bench` (skipped)");
+        return ExitCode::SUCCESS;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/release/deps/macro_echo-HASH -> target/release/examples
+    let examples = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples"))
+        .expect("target dir");
+    let missing: Vec<&str> = SERVERS
+        .iter()
+        .map(|(_, bin)| *bin)
+        .chain(["loadgen"])
+        .filter(|bin| !examples.join(bin).exists())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "macro_echo: missing {} in {}\nbuild them first (same CARGO_TARGET_DIR):\n  \
+             cargo build --release --examples\nor run scripts/bench.sh",
+            missing.join(", "),
+            examples.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    raise_fd_limit();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = (env_or("FINWAIT_BENCH_PIN", 1u8) != 0 && ncpu >= 2).then(|| {
+        (
+            env_or("FINWAIT_BENCH_SERVER_CPU", 0usize),
+            env_or("FINWAIT_BENCH_CLIENT_CPU", 1usize),
+        )
+    });
+    let syscalls = match std::env::var("FINWAIT_BENCH_SYSCALLS").as_deref() {
+        Ok("0") | Ok("off") => None,
+        Ok("perf") => perf_works().then_some(Counter::Perf),
+        Ok("strace") => in_path("strace").then_some(Counter::Strace),
+        _ => {
+            if perf_works() {
+                Some(Counter::Perf)
+            } else if in_path("strace") {
+                Some(Counter::Strace)
+            } else {
+                None
+            }
+        }
+    };
+    let cfg = Config {
+        examples,
+        seconds: env_or("FINWAIT_BENCH_SECONDS", 3.0),
+        bulk_bytes: env_or("FINWAIT_BENCH_BULK_BYTES", 256 << 20),
+        bulk_conns: env_or("FINWAIT_BENCH_BULK_CONNS", 4),
+        pingpong_conns: env_or("FINWAIT_BENCH_PINGPONG_CONNS", 50),
+        churn_workers: env_or("FINWAIT_BENCH_CHURN_WORKERS", 50),
+        idle_conns: env_or("FINWAIT_BENCH_IDLE_CONNS", 10_000),
+        pin,
+        taskset: in_path("taskset"),
+        syscalls,
+        json: std::env::var_os("FINWAIT_BENCH_JSON").map(PathBuf::from),
+    };
+    if cfg.syscalls.is_none() {
+        eprintln!("macro_echo: no syscall counter (perf or strace): syscalls/op not measured");
+    }
+    let servers: Vec<(&str, &str)> = {
+        let want = env_list("FINWAIT_BENCH_SERVERS", &["finwait", "mio", "tokio"]);
+        SERVERS
+            .iter()
+            .copied()
+            .filter(|(n, _)| want.iter().any(|w| w == n))
+            .collect()
+    };
+    let scenarios = env_list("FINWAIT_BENCH_SCENARIOS", &SCENARIOS);
+
+    println!("{}", machine_line(ncpu, &cfg));
+    // results[scenario][server] = parsed JSON fields
+    let mut results: BTreeMap<(usize, String), BTreeMap<String, Fields>> = BTreeMap::new();
+    let mut failures = 0;
+    for (si, scenario) in scenarios.iter().enumerate() {
+        if !SCENARIOS.contains(&scenario.as_str()) {
+            eprintln!("macro_echo: unknown scenario {scenario:?} skipped");
+            continue;
+        }
+        for (name, bin) in &servers {
+            eprintln!("macro_echo: {scenario} / {name} ...");
+            match run_one(&cfg, bin, scenario, None) {
+                Ok(fields) => {
+                    if fields.get("errors").is_none_or(|e| e != "0") {
+                        failures += 1;
+                    }
+                    results
+                        .entry((si, scenario.clone()))
+                        .or_default()
+                        .insert(name.to_string(), fields);
+                }
+                Err(e) => {
+                    eprintln!("macro_echo: {scenario} / {name}: {e}");
+                    failures += 1;
+                }
+            }
+            if let Some(counter) = cfg.syscalls
+                && scenario != "idle"
+            {
+                eprintln!("macro_echo: {scenario} / {name}, syscalls counted ({counter:?}) ...");
+                match run_one(&cfg, bin, scenario, Some(counter)) {
+                    Ok(fields) => {
+                        let row = results.entry((si, scenario.clone())).or_default();
+                        if let Some(per_op) = fields.get("syscalls_per_op")
+                            && let Some(r) = row.get_mut(*name)
+                        {
+                            r.insert("syscalls_per_op".into(), per_op.clone());
+                        }
+                    }
+                    Err(e) => eprintln!("macro_echo: syscall run / {name}: {e}"),
+                }
+            }
+        }
+    }
+    print_table(&results);
+    let target_failures = print_targets(&results);
+    eprintln!(
+        "macro_echo: {failures} failed run(s), {target_failures} target(s) missed (targets are \
+         informative: they do not fail the run)"
+    );
+    if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+type Fields = BTreeMap<String, String>;
+
+/// How the server's syscalls are counted in the extra run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    Perf,
+    Strace,
+}
+
+/// Whether `perf stat` can count the syscall tracepoint here (needs tracefs and a
+/// permissive enough perf_event_paranoid).
+fn perf_works() -> bool {
+    in_path("perf")
+        && Command::new("perf")
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "-e",
+                "raw_syscalls:sys_enter",
+                "--",
+                "true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn in_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+fn machine_line(ncpu: usize, cfg: &Config) -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let pin = match cfg.pin {
+        Some((s, c)) => format!(
+            "server on CPU {s}, loadgen on CPU {c} ({})",
+            if cfg.taskset {
+                "taskset"
+            } else {
+                "sched_setaffinity"
+            }
+        ),
+        None => "no pinning".into(),
+    };
+    format!(
+        "Machine: {ncpu} CPUs, {model}; load average at start {load}; {pin}; \
+         pingpong/churn {} s, bulk {} MiB over {} conns, idle {} conns",
+        cfg.seconds,
+        cfg.bulk_bytes >> 20,
+        cfg.bulk_conns,
+        cfg.idle_conns
+    )
+}
+
+/// A command pinned to `cpu` (taskset when installed, else sched_setaffinity in the child).
+fn pinned(cfg: &Config, program: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) if cfg.taskset => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        Some(cpu) => {
+            let mut c = Command::new(program);
+            // SAFETY: only async-signal-safe calls (sched_setaffinity) between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A running server, killed by its PID if still running when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(cfg: &Config, bin: &str) -> Result<Server, String> {
+        let mut cmd = pinned(cfg, &cfg.examples.join(bin), cfg.pin.map(|p| p.0));
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn {bin}: {e}"))?;
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        let addr = match (read, line.trim().strip_prefix("listening on ")) {
+            (Ok(_), Some(addr)) => addr.to_string(),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{bin}: unexpected first line {line:?}"));
+            }
+        };
+        Ok(Server { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        if wait_timeout(&mut self.child, Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts a fresh server, runs loadgen once against it, returns loadgen's JSON fields. With
+/// a `counter`, the server's syscalls are counted and `syscalls_per_op` is added.
+fn run_one(
+    cfg: &Config,
+    bin: &str,
+    scenario: &str,
+    counter: Option<Counter>,
+) -> Result<Fields, String> {
+    let server = Server::start(cfg, bin)?;
+    let pid = server.pid().to_string();
+    let secs = if counter.is_some() {
+        cfg.seconds.min(2.0)
+    } else {
+        cfg.seconds
+    };
+    let mut args: Vec<String> = vec![
+        "--connect".into(),
+        server.addr.clone(),
+        "--scenario".into(),
+        scenario.into(),
+        "--server-pid".into(),
+        pid.clone(),
+    ];
+    let extra = match scenario {
+        "bulk" => vec![
+            "--connections".to_string(),
+            cfg.bulk_conns.to_string(),
+            "--bytes".into(),
+            cfg.bulk_bytes.to_string(),
+        ],
+        "pingpong" => vec![
+            "--connections".into(),
+            cfg.pingpong_conns.to_string(),
+            "--duration-s".into(),
+            secs.to_string(),
+        ],
+        "churn" => vec![
+            "--connections".into(),
+            cfg.churn_workers.to_string(),
+            "--duration-s".into(),
+            secs.to_string(),
+        ],
+        _ => vec!["--connections".into(), cfg.idle_conns.to_string()],
+    };
+    args.extend(extra);
+
+    let trace_out = std::env::temp_dir().join(format!("finwait-syscalls-{}.txt", server.pid()));
+    let mut tracer = match counter {
+        None => None,
+        Some(c) => {
+            let mut cmd = match c {
+                Counter::Perf => {
+                    let mut cmd = Command::new("perf");
+                    cmd.args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-o"]);
+                    cmd
+                }
+                Counter::Strace => {
+                    let mut cmd = Command::new("strace");
+                    cmd.args(["-c", "-f", "-q", "-o"]);
+                    cmd
+                }
+            };
+            let t = cmd
+                .arg(&trace_out)
+                .args(["-p", &pid])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{c:?}: {e}"))?;
+            // Give it time to attach.
+            std::thread::sleep(Duration::from_millis(500));
+            Some((c, t))
+        }
+    };
+
+    let mut cmd = pinned(cfg, &cfg.examples.join("loadgen"), cfg.pin.map(|p| p.1));
+    let mut child = cmd
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn loadgen: {e}"))?;
+    let limit = Duration::from_secs_f64(secs + 180.0);
+    let status = wait_timeout(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut so, &mut out);
+    }
+    let mut syscalls = None;
+    if let Some((c, mut t)) = tracer.take() {
+        // SIGINT makes perf and strace detach and write their summary.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
+        if wait_timeout(&mut t, Duration::from_secs(10)).is_none() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        syscalls = std::fs::read_to_string(&trace_out)
+            .ok()
+            .and_then(|s| match c {
+                Counter::Perf => perf_total(&s),
+                Counter::Strace => strace_total(&s),
+            });
+        let _ = std::fs::remove_file(&trace_out);
+    }
+    server.stop();
+
+    let line = out.lines().last().unwrap_or("").trim().to_string();
+    let tag = counter.map_or(String::new(), |c| format!("[{c:?}] "));
+    eprintln!("  {tag}{line}");
+    if let Some(path) = &cfg.json
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(
+            f,
+            "{{\"server\":\"{bin}\",\"syscalls_counted\":{},\"result\":{line}}}",
+            counter.is_some()
+        );
+    }
+    let mut fields = parse_json_line(&line);
+    match status {
+        None => return Err(format!("loadgen timed out after {limit:?}")),
+        // loadgen exits 1 with its JSON line when it counted errors: keep the numbers, the
+        // caller counts the failure from `errors`.
+        Some(s) if !s.success() && !fields.contains_key("errors") => {
+            return Err(format!("loadgen failed ({s}): {line:?}"));
+        }
+        _ => {}
+    }
+    let ops = match scenario {
+        "pingpong" => fields.get("msgs").and_then(|m| m.parse::<f64>().ok()),
+        "churn" => fields
+            .get("connections")
+            .and_then(|m| m.parse::<f64>().ok()),
+        "bulk" => fields
+            .get("bytes")
+            .and_then(|m| m.parse::<f64>().ok())
+            .map(|b| b / (1 << 20) as f64),
+        _ => None,
+    };
+    if let (Some(calls), Some(ops)) = (syscalls, ops)
+        && ops > 0.0
+    {
+        // Calls of the connect phase and the close are included: negligible against the
+        // hundreds of thousands of operations of a run.
+        fields.insert("syscalls".into(), calls.to_string());
+        fields.insert(
+            "syscalls_per_op".into(),
+            format!("{:.3}", calls as f64 / ops),
+        );
+    }
+    Ok(fields)
+}
+
+/// The count of `perf stat -x ,` output's `raw_syscalls:sys_enter` line.
+fn perf_total(out: &str) -> Option<u64> {
+    let line = out.lines().find(|l| l.contains("raw_syscalls:sys_enter"))?;
+    line.split(',').next()?.trim().parse().ok()
+}
+
+/// The `calls` column of strace -c's `total` line.
+fn strace_total(summary: &str) -> Option<u64> {
+    let line = summary.lines().find(|l| l.trim_end().ends_with(" total"))?;
+    // % time, seconds, usecs/call, calls, [errors], "total"
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    cols.get(3)?.parse().ok()
+}
+
+/// Flat JSON object of numbers, booleans and simple strings (what loadgen prints).
+fn parse_json_line(line: &str) -> Fields {
+    let mut fields = Fields::new();
+    let body = line.trim().trim_start_matches('{').trim_end_matches('}');
+    for pair in body.split(',') {
+        if let Some((k, v)) = pair.split_once(':') {
+            fields.insert(
+                k.trim().trim_matches('"').to_string(),
+                v.trim().trim_matches('"').to_string(),
+            );
+        }
+    }
+    fields
+}
+
+/// (metric label, JSON key, scale, higher is better)
+fn metrics(scenario: &str) -> Vec<(&'static str, &'static str, f64, bool)> {
+    let ticks = "server_cpu_us_per_op";
+    match scenario {
+        "bulk" => vec![
+            ("GiB/s", "gib_per_s", 1.0, true),
+            ("server CPU s/GiB", "server_sched_us_per_op", 1e-6, false),
+            ("server CPU s/GiB (ticks)", ticks, 1e-6, false),
+            ("server syscalls/MiB", "syscalls_per_op", 1.0, false),
+            ("errors", "errors", 1.0, false),
+        ],
+        "pingpong" => vec![
+            ("msg/s", "msg_per_s", 1.0, true),
+            ("p50 µs", "p50_us", 1.0, false),
+            ("p99 µs", "p99_us", 1.0, false),
+            ("server CPU µs/msg", "server_sched_us_per_op", 1.0, false),
+            ("server CPU µs/msg (ticks)", ticks, 1.0, false),
+            ("server syscalls/msg", "syscalls_per_op", 1.0, false),
+            ("errors", "errors", 1.0, false),
+        ],
+        "churn" => vec![
+            ("conn/s", "conns_per_s", 1.0, true),
+            ("server CPU µs/conn", "server_sched_us_per_op", 1.0, false),
+            ("server CPU µs/conn (ticks)", ticks, 1.0, false),
+            ("server syscalls/conn", "syscalls_per_op", 1.0, false),
+            ("errors", "errors", 1.0, false),
+        ],
+        _ => vec![
+            ("server bytes/conn", "server_bytes_per_conn", 1.0, false),
+            ("connect time s", "establish_s", 1.0, false),
+            ("server CPU µs/conn", "server_sched_us_per_op", 1.0, false),
+            ("fds back to baseline", "fds_back_to_baseline", 1.0, true),
+            ("errors", "errors", 1.0, false),
+        ],
+    }
+}
+
+fn value(row: &BTreeMap<String, Fields>, server: &str, key: &str) -> Option<String> {
+    row.get(server)?.get(key).cloned()
+}
+
+fn num(row: &BTreeMap<String, Fields>, server: &str, key: &str) -> Option<f64> {
+    value(row, server, key)?.parse().ok()
+}
+
+fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.1 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn print_table(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) {
+    println!();
+    println!("| scenario | metric | finwait | mio | tokio | finwait/mio | tokio/mio |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for ((_, scenario), row) in results {
+        for (label, key, scale, _) in metrics(scenario) {
+            if !row.values().any(|f| f.contains_key(key)) {
+                continue;
+            }
+            let cell = |server: &str| match value(row, server, key) {
+                Some(v) => match v.parse::<f64>() {
+                    Ok(n) => fmt_num(n * scale),
+                    Err(_) => v,
+                },
+                None => "–".into(),
+            };
+            let ratio = |a: &str| match (num(row, a, key), num(row, "mio", key)) {
+                (Some(x), Some(m)) if m != 0.0 && key != "errors" => format!("{:.2}", x / m),
+                _ => "–".into(),
+            };
+            println!(
+                "| {scenario} | {label} | {} | {} | {} | {} | {} |",
+                cell("finwait"),
+                cell("mio"),
+                cell("tokio"),
+                ratio("finwait"),
+                ratio("tokio")
+            );
+        }
+    }
+}
+
+/// Prints each target of the performance issue with PASS/FAIL/n.a.; returns the FAIL count.
+fn print_targets(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) -> usize {
+    let row = |s: &str| results.iter().find(|((_, n), _)| n == s).map(|(_, r)| r);
+    let mut fails = 0;
+    let mut check = |what: &str, ok: Option<bool>, detail: String| {
+        let verdict = match ok {
+            Some(true) => "PASS",
+            Some(false) => {
+                fails += 1;
+                "FAIL"
+            }
+            None => "n/a ",
+        };
+        println!("- {verdict} {what}: {detail}");
+    };
+    let ratio = |r: Option<&BTreeMap<String, Fields>>, key: &str, other: &str| {
+        let r = r?;
+        Some(num(r, "finwait", key)? / num(r, other, key)?)
+    };
+    println!();
+    println!("Targets:");
+    let (pp, ch, bu, id) = (row("pingpong"), row("churn"), row("bulk"), row("idle"));
+    let cpu = "server_sched_us_per_op";
+    let r = ratio(pp, cpu, "mio");
+    check(
+        "pingpong CPU/msg <= 0.90x mio",
+        r.map(|r| r <= 0.90),
+        format!("{r:.3?}x"),
+    );
+    let s = pp.and_then(|r| num(r, "finwait", "syscalls_per_op"));
+    check(
+        "pingpong syscalls/msg <= 2.2",
+        s.map(|s| s <= 2.2),
+        format!("{s:.3?}"),
+    );
+    let r = ratio(ch, cpu, "mio");
+    check(
+        "churn CPU/conn <= 1.00x mio",
+        r.map(|r| r <= 1.0),
+        format!("{r:.3?}x"),
+    );
+    let r = ratio(bu, "gib_per_s", "mio");
+    check(
+        "bulk GiB/s >= 1.00x mio",
+        r.map(|r| r >= 1.0),
+        format!("{r:.3?}x"),
+    );
+    let r = ratio(bu, cpu, "mio");
+    check(
+        "bulk CPU/GiB <= 1.00x mio",
+        r.map(|r| r <= 1.0),
+        format!("{r:.3?}x"),
+    );
+    let b = id.and_then(|r| num(r, "finwait", "server_bytes_per_conn"));
+    check(
+        "idle <= 256 server bytes/conn",
+        b.map(|b| b <= 256.0),
+        format!("{b:.1?} B"),
+    );
+    for (scenario, key, higher) in [
+        ("bulk", "gib_per_s", true),
+        ("bulk", cpu, false),
+        ("pingpong", "msg_per_s", true),
+        ("pingpong", cpu, false),
+        ("churn", "conns_per_s", true),
+        ("churn", cpu, false),
+        ("idle", "server_bytes_per_conn", false),
+    ] {
+        let r = ratio(row(scenario), key, "tokio");
+        check(
+            &format!("{scenario} {key}: ahead of tokio"),
+            r.map(|r| if higher { r > 1.0 } else { r < 1.0 }),
+            format!("finwait/tokio {r:.3?}x"),
+        );
+    }
+    let errors: Option<f64> = results.values().map(|r| num(r, "finwait", "errors")).sum();
+    check(
+        "zero errors (finwait)",
+        errors.map(|e| e == 0.0),
+        format!("{errors:?}"),
+    );
+    let fds = id.and_then(|r| value(r, "finwait", "fds_back_to_baseline"));
+    check(
+        "zero leaked fds (finwait, idle)",
+        fds.as_deref().map(|f| f == "true"),
+        format!("{fds:?}"),
+    );
+    fails
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a struct we own; children inherit the new soft limit.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the release examples the macro benchmark drives, then runs it:
+#   finwait `echo` vs raw-mio `mio_echo` vs `tokio_echo`, driven by `loadgen`.
+#
+#   scripts/bench.sh                 # the whole macro benchmark (about a minute)
+#   BENCH_MICRO=1 scripts/bench.sh   # also the criterion micro benches (hot_paths, timers)
+#
+# Every FINWAIT_BENCH_* variable of benches/macro_echo.rs passes through (for example
+# FINWAIT_BENCH_SECONDS=10). The table goes to stdout and to $TARGET/macro_echo.md, the raw
+# JSON lines to $TARGET/macro_echo.jsonl. Respects CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target="${CARGO_TARGET_DIR:-target}"
+
+# Syscalls per operation: perf (counted in the kernel) if it works, else strace.
+if ! perf stat -x , -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 \
+    && ! command -v strace >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench.sh: installing strace to count syscalls" >&2
+        apt-get install -y strace >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 && apt-get install -y strace >/dev/null 2>&1; } \
+            || echo "bench.sh: no strace: syscalls/op will not be measured" >&2
+    fi
+fi
+
+cargo build --release --example echo --example mio_echo --example tokio_echo --example loadgen
+
+mkdir -p "$target"
+json="$target/macro_echo.jsonl"
+: > "$json"
+FINWAIT_BENCH_JSON="$json" cargo bench --bench macro_echo | tee "$target/macro_echo.md"
+
+if [ "${BENCH_MICRO:-0}" != 0 ]; then
+    cargo bench --bench hot_paths --bench timers
+fi
