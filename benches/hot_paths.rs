@@ -61,14 +61,13 @@ fn machine(c: &mut Criterion) {
     });
 
     // The passive close an echo server does: peer's FIN -> End delivered -> auto end() ->
-    // shutdown -> Destroyed.
-    group.bench_function("eof+auto_end+shutdown_close", |b| {
+    // Destroyed at once (`close` alone sends our FIN, no shutdown step).
+    group.bench_function("eof+auto_end+close", |b| {
         let mut out = Actions::new();
         b.iter(|| {
             let mut conn = Conn::accepted(id, options);
             conn.on_eof(&mut out);
             conn.after_end_delivered(&mut out);
-            conn.on_shutdown(Ok(()), &mut out);
             debug_assert!(conn.is_destroyed());
             out.clear();
             black_box(conn.state())

@@ -878,6 +878,7 @@ impl Context {
 
 impl Slot {
     /// Records traffic: re-arms the idle timeout and the FIN wait. Stores a time, nothing more.
+    #[inline]
     pub(crate) fn touch(&self, timers: &mut Timers<TimerKey>, now: Instant) {
         for t in [self.idle, self.deadline].into_iter().flatten() {
             timers.touch(t, now);

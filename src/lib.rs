@@ -36,7 +36,7 @@
 //! | `HalfClosedLocal(fin)` | `destroy_soon()` | `Closing{fin, peer_fin: false}` | linger deadline armed; input discarded from now |
 //! | `HalfClosedRemote` | `end()` | `Closing{Pending, peer_fin: true}` | FIN-wait deadline armed; FIN once the queue is empty |
 //! | `HalfClosedRemote` | `destroy_soon()` | `Closing{Pending, peer_fin: true}` | linger deadline armed; FIN once the queue is empty |
-//! | `Closing{Pending, true}` | queue empty | `Destroyed` | `shutdown(Write)`, `Finish`, `Close(Graceful)` |
+//! | `Closing{Pending, true}` | queue empty | `Destroyed` | `Finish`, `Close(Graceful)`: `close` alone sends the FIN (no unread input can exist after the peer's FIN), one syscall instead of two |
 //! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish` |
 //! | `Closing{Pending, false}` | peer FIN | `Closing{Pending, true}` | (input was being discarded: no `End`) |
 //! | `Closing{Sent, false}` | peer FIN | `Destroyed` | `Close(Graceful)` |

@@ -353,8 +353,11 @@ impl Conn {
             }
             State::HalfClosedRemote => {
                 self.end(out)?;
-                // Replaces the FIN wait `end` armed: this close was asked to linger.
-                out.push_back(Action::ArmDeadline(Deadline::Linger));
+                // Replaces the FIN wait `end` armed: this close was asked to linger (unless
+                // the end already completed the close).
+                if !self.is_destroyed() {
+                    out.push_back(Action::ArmDeadline(Deadline::Linger));
+                }
             }
             State::Closing { .. } => {}
             State::Destroyed => return Err(Error::Destroyed),
@@ -490,7 +493,21 @@ impl Conn {
     }
 
     fn maybe_fin(&mut self, out: &mut Actions) {
-        if self.fin_pending() && self.queue.is_empty() {
+        if !self.fin_pending() || !self.queue.is_empty() {
+            return;
+        }
+        if self.state
+            == (State::Closing {
+                fin: Fin::Pending,
+                peer_fin: true,
+            })
+        {
+            // Both directions are done the moment our FIN leaves, and the peer's FIN means no
+            // unread input can turn `close` into an RST: `close` alone sends the FIN, one
+            // syscall instead of `shutdown` + `close` for every connection the peer ends first.
+            out.push_back(Action::Emit(Event::Finish));
+            self.close(CloseReason::Graceful, false, None, false, out);
+        } else {
             out.push_back(Action::Shutdown);
         }
     }

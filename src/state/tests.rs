@@ -130,6 +130,14 @@ fn graceful() -> Vec<String> {
     closed(false, None, false, CloseReason::Graceful, 0)
 }
 
+/// `Finish` then a graceful close: our FIN became due after the peer's FIN, so `close` alone
+/// sends it and no `Shutdown` is asked.
+fn finish_close() -> Vec<String> {
+    std::iter::once("emit Finish".to_string())
+        .chain(graceful())
+        .collect()
+}
+
 /// Writes `n` bytes of which the kernel took none, as the reactor would after `check_write`.
 fn write(conn: &mut Conn, n: usize) -> bool {
     conn.check_write().expect("write must be allowed here");
@@ -663,8 +671,28 @@ fn end_in_every_state() {
         // A second end() is a no-op.
         (HCL_PENDING, ok(&[]), State::HalfClosedLocal(Fin::Pending)),
         (HCL_SENT, ok(&[]), State::HalfClosedLocal(Fin::Sent)),
-        (HCR_HALF_OPEN, ok(&["arm FinWait", "shutdown"]), pending_fin),
-        (HCR_AUTO_END, ok(&["arm FinWait", "shutdown"]), pending_fin),
+        // After the peer's FIN, with nothing queued, our FIN is due at once: `close` alone
+        // sends it (no Shutdown), so end() finishes and closes gracefully right away.
+        (
+            HCR_HALF_OPEN,
+            ok(&[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ]),
+            State::Destroyed,
+        ),
+        (
+            HCR_AUTO_END,
+            ok(&[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ]),
+            State::Destroyed,
+        ),
         (CLOSING_DRAINING, ok(&[]), pending_fin),
         (
             LINGERING_PENDING,
@@ -720,17 +748,28 @@ fn destroy_soon_in_every_state() {
         (OPEN, ok(&["arm Linger", "shutdown"]), linger_pending),
         (HCL_PENDING, ok(&["arm Linger"]), linger_pending),
         (HCL_SENT, ok(&["arm Linger"]), linger_sent),
-        // The peer's FIN is already here: destroy_soon is an end() (arming the FIN wait and
-        // asking for the FIN), whose deadline the linger deadline then replaces.
+        // The peer's FIN is already here: destroy_soon is an end() (arming the FIN wait),
+        // which with nothing queued finishes and closes at once (`close` sends the FIN); no
+        // linger deadline is armed for a socket that is already closed.
         (
             HCR_HALF_OPEN,
-            ok(&["arm FinWait", "shutdown", "arm Linger"]),
-            pending_fin,
+            ok(&[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ]),
+            State::Destroyed,
         ),
         (
             HCR_AUTO_END,
-            ok(&["arm FinWait", "shutdown", "arm Linger"]),
-            pending_fin,
+            ok(&[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ]),
+            State::Destroyed,
         ),
         (CLOSING_DRAINING, ok(&[]), pending_fin),
         (LINGERING_PENDING, ok(&[]), linger_pending),
@@ -1000,15 +1039,17 @@ fn after_end_delivered_auto_ends_only_half_closed_remote_without_half_open() {
         let state = c.state();
         let actions = step(&mut c, |c, o| c.after_end_delivered(o));
         if fx.name == HCR_AUTO_END.name {
-            assert_eq!(actions, ["arm FinWait", "shutdown"]);
+            // Nothing queued: the automatic end() finishes and closes at once, no Shutdown.
             assert_eq!(
-                c.state(),
-                State::Closing {
-                    fin: Fin::Pending,
-                    peer_fin: true
-                }
+                actions,
+                [
+                    "arm FinWait",
+                    "emit Finish",
+                    "close rst=false",
+                    "emit Close(had_error=false, Graceful, unsent=0)"
+                ]
             );
-            assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
+            assert_inert(&mut c);
         } else {
             assert_eq!(actions, NONE, "{}", fx.name);
             assert_eq!(c.state(), state, "{}", fx.name);
@@ -1022,19 +1063,17 @@ fn after_end_delivered_is_a_no_op_when_half_open_is_allowed() {
     assert_eq!(step(&mut c, |c, o| c.after_end_delivered(o)), NONE);
     assert_eq!(c.state(), State::HalfClosedRemote);
     assert_eq!(outcome(&c.check_write()), "Ok");
-    // Only the program's own end() sends the FIN.
+    // Only the program's own end() sends the FIN (through `close`: the peer's FIN is here).
     assert_eq!(
         call(&mut c, |c, o| c.end(o)),
-        ok(&["arm FinWait", "shutdown"])
-    );
-    assert_eq!(
-        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
-        [
+        ok(&[
+            "arm FinWait",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
-        ]
+        ])
     );
+    assert_inert(&mut c);
 }
 
 #[test]
@@ -1047,42 +1086,76 @@ fn after_end_delivered_does_not_end_an_open_socket() {
 
 #[test]
 fn on_written_sends_the_fin_only_once_the_queue_is_empty() {
-    // The kernel takes everything queued; only a pending FIN turns into Shutdown.
-    let table = [
-        (CONNECTING, false),
-        (CONNECTING_END, false),
-        (CONNECTING_LINGER, false),
-        (OPEN, false),
-        (HCL_PENDING, true),
-        (HCL_SENT, false),
-        (HCR_HALF_OPEN, false),
-        (HCR_AUTO_END, false),
-        (CLOSING_DRAINING, true),
-        (LINGERING_PENDING, true),
-        (LINGERING_SENT, false),
-        (DESTROYED, false),
+    // The kernel takes everything queued; only a pending FIN acts: Shutdown, or, when the
+    // peer's FIN already came, Finish and a graceful close (`close` alone sends our FIN).
+    let shutdown = vec!["shutdown".to_string()];
+    let none: Vec<String> = Vec::new();
+    let table: [(Fx, Vec<String>, State); 12] = [
+        (CONNECTING, none.clone(), State::Connecting { ending: None }),
+        (
+            CONNECTING_END,
+            none.clone(),
+            State::Connecting {
+                ending: Some(Ending::End),
+            },
+        ),
+        (
+            CONNECTING_LINGER,
+            none.clone(),
+            State::Connecting {
+                ending: Some(Ending::Linger),
+            },
+        ),
+        (OPEN, none.clone(), State::Open),
+        (
+            HCL_PENDING,
+            shutdown.clone(),
+            State::HalfClosedLocal(Fin::Pending),
+        ),
+        (HCL_SENT, none.clone(), State::HalfClosedLocal(Fin::Sent)),
+        (HCR_HALF_OPEN, none.clone(), State::HalfClosedRemote),
+        (HCR_AUTO_END, none.clone(), State::HalfClosedRemote),
+        (CLOSING_DRAINING, finish_close(), State::Destroyed),
+        (
+            LINGERING_PENDING,
+            shutdown,
+            State::Closing {
+                fin: Fin::Pending,
+                peer_fin: false,
+            },
+        ),
+        (
+            LINGERING_SENT,
+            none.clone(),
+            State::Closing {
+                fin: Fin::Sent,
+                peer_fin: false,
+            },
+        ),
+        (DESTROYED, none, State::Destroyed),
     ];
-    assert_covers_all(table.iter().map(|(fx, _)| fx.name));
-    for (fx, fin) in table {
+    assert_covers_all(table.iter().map(|(fx, ..)| fx.name));
+    for (fx, last, after) in table {
         let mut c = (fx.make)();
-        let state = c.state();
         let queued = c.bytes_queued();
         let written = c.bytes_written();
         if queued > 0 {
             // A partial write never sends the FIN.
             assert_eq!(step(&mut c, |c, o| c.on_written(queued - 1, o)), NONE);
             assert_eq!(c.bytes_queued(), 1, "{}", fx.name);
-            assert_eq!(
-                step(&mut c, |c, o| c.on_written(1, o)),
-                if fin { vec!["shutdown"] } else { vec![] },
-                "{}",
+            assert_eq!(step(&mut c, |c, o| c.on_written(1, o)), last, "{}", fx.name);
+        } else {
+            assert!(
+                last.is_empty(),
+                "{}: nothing queued, nothing to act on",
                 fx.name
             );
-        } else if c.is_destroyed() {
-            // Late completions after destroy change nothing.
-            assert_eq!(step(&mut c, |c, o| c.on_written(Q, o)), NONE);
+            if c.is_destroyed() {
+                // Late completions after destroy change nothing.
+                assert_eq!(step(&mut c, |c, o| c.on_written(Q, o)), NONE);
+            }
         }
-        assert_eq!(c.state(), state, "{}", fx.name);
+        assert_eq!(c.state(), after, "{}", fx.name);
         assert_eq!(c.bytes_queued(), 0, "{}", fx.name);
         assert_eq!(c.bytes_written(), written + queued as u64, "{}", fx.name);
     }
@@ -1090,9 +1163,6 @@ fn on_written_sends_the_fin_only_once_the_queue_is_empty() {
 
 #[test]
 fn on_shutdown_ok_in_every_state() {
-    let finish_close: Vec<String> = std::iter::once("emit Finish".to_string())
-        .chain(graceful())
-        .collect();
     let table: [(Fx, Vec<String>, State); 12] = [
         (CONNECTING, vec![], State::Connecting { ending: None }),
         (
@@ -1119,7 +1189,9 @@ fn on_shutdown_ok_in_every_state() {
         (HCL_SENT, vec![], State::HalfClosedLocal(Fin::Sent)),
         (HCR_HALF_OPEN, vec![], State::HalfClosedRemote),
         (HCR_AUTO_END, vec![], State::HalfClosedRemote),
-        (CLOSING_DRAINING, finish_close, State::Destroyed),
+        // The flush already finished and closed it without asking for a shutdown (see
+        // `flush_before_shutdown`): a stray report changes nothing.
+        (CLOSING_DRAINING, vec![], State::Destroyed),
         (
             LINGERING_PENDING,
             // The linger deadline was armed by destroy_soon(), not again here.
@@ -1141,17 +1213,7 @@ fn on_shutdown_ok_in_every_state() {
     ];
     assert_covers_all(table.iter().map(|(fx, ..)| fx.name));
     for (fx, expected, after) in table {
-        let mut c = (fx.make)();
-        // The reactor reports a shutdown only after asking for it: flush first.
-        let queued = c.bytes_queued();
-        // Every fixture with bytes queued has its FIN pending; `on_written(0)` asks nothing.
-        let flush = if queued > 0 { vec!["shutdown"] } else { vec![] };
-        assert_eq!(
-            step(&mut c, |c, o| c.on_written(queued, o)),
-            flush,
-            "{}",
-            fx.name
-        );
+        let mut c = flush_before_shutdown(fx);
         assert_eq!(
             step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
             expected,
@@ -1164,25 +1226,103 @@ fn on_shutdown_ok_in_every_state() {
 
 #[test]
 fn on_shutdown_error_closes_with_the_error_in_every_live_state() {
-    for fx in live() {
-        let mut c = (fx.make)();
-        let queued = c.bytes_queued();
-        step(&mut c, |c, o| c.on_written(queued, o));
+    let error_close = closed(false, Some("Io(NotConnected)"), true, CloseReason::Error, 0);
+    for fx in ALL {
+        let mut c = flush_before_shutdown(fx);
+        // `closing_draining` was closed gracefully by its flush (no shutdown asked), and a
+        // destroyed socket ignores the report; every other state closes with the error.
+        let expected = if [CLOSING_DRAINING.name, DESTROYED.name].contains(&fx.name) {
+            vec![]
+        } else {
+            error_close.clone()
+        };
         assert_eq!(
             step(&mut c, |c, o| c
                 .on_shutdown(Err(os_error(libc::ENOTCONN)), o)),
-            closed(false, Some("Io(NotConnected)"), true, CloseReason::Error, 0),
+            expected,
             "{}",
             fx.name
         );
         assert_eq!(c.state(), State::Destroyed, "{}", fx.name);
     }
-    let mut c = destroyed();
+}
+
+/// The fixture with every queued byte handed to the kernel, as the reactor does before it can
+/// report a shutdown. The flush asks for the FIN where one is pending: `Shutdown`, or, where
+/// the peer's FIN came first (`closing_draining`), `Finish` and a graceful close with no
+/// `Shutdown` at all (`close` alone sends our FIN). An empty queue asks for nothing.
+fn flush_before_shutdown(fx: Fx) -> Conn {
+    let mut c = (fx.make)();
+    let queued = c.bytes_queued();
+    let expected = if fx.name == CLOSING_DRAINING.name {
+        finish_close()
+    } else if [HCL_PENDING.name, LINGERING_PENDING.name].contains(&fx.name) {
+        vec!["shutdown".to_string()]
+    } else {
+        assert_eq!(
+            queued, 0,
+            "{}: only FIN-pending fixtures queue bytes",
+            fx.name
+        );
+        vec![]
+    };
     assert_eq!(
-        step(&mut c, |c, o| c
-            .on_shutdown(Err(os_error(libc::ENOTCONN)), o)),
-        NONE
+        step(&mut c, |c, o| c.on_written(queued, o)),
+        expected,
+        "{}",
+        fx.name
     );
+    c
+}
+
+/// `on_shutdown` in `Closing{Pending, peer_fin: true}`: only when the peer's FIN overtakes the
+/// report of a `Shutdown` already asked for (the reactor reports a shutdown right after asking
+/// for it, so it never gets here, but the machine still handles it). `Ok` finishes and closes
+/// gracefully; an error closes with it.
+#[test]
+fn on_shutdown_overtaken_by_the_peer_fin_still_finishes_or_fails() {
+    let pending_fin = State::Closing {
+        fin: Fin::Pending,
+        peer_fin: true,
+    };
+    // end() and destroy_soon() with an empty queue, then the peer's FIN (an End only where
+    // data was being delivered).
+    fn ended() -> Conn {
+        let mut c = open();
+        assert_eq!(
+            call(&mut c, |c, o| c.end(o)),
+            ok(&["arm FinWait", "shutdown"])
+        );
+        assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
+        c
+    }
+    fn lingered() -> Conn {
+        let mut c = open();
+        assert_eq!(
+            call(&mut c, |c, o| c.destroy_soon(o)),
+            ok(&["arm Linger", "shutdown"])
+        );
+        assert_eq!(step(&mut c, |c, o| c.on_eof(o)), NONE);
+        c
+    }
+    for make in [ended as fn() -> Conn, lingered] {
+        let mut c = make();
+        assert_eq!(c.state(), pending_fin);
+        assert_eq!(c.bytes_queued(), 0);
+        assert_eq!(
+            step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
+            finish_close()
+        );
+        assert_inert(&mut c);
+
+        let mut c = make();
+        assert_eq!(
+            step(&mut c, |c, o| c
+                .on_shutdown(Err(os_error(libc::ENOTCONN)), o)),
+            closed(false, Some("Io(NotConnected)"), true, CloseReason::Error, 0)
+        );
+        assert_inert(&mut c);
+    }
 }
 
 #[test]
@@ -1344,22 +1484,130 @@ fn end_with_bytes_queued_sends_fin_after_flush_and_closes_on_peer_fin() {
     assert_eq!(c.bytes_read(), 4);
 }
 
-/// A2.1 from the server's side: peer FIN, auto-end, Finish, Close(false).
+/// A2.1 from the server's side: peer FIN, auto-end, Finish, Close(false) — all at once, as
+/// `close` alone sends our FIN once the peer's came.
 #[test]
 fn peer_fin_with_empty_queue_auto_ends_and_closes_after_finish() {
     let mut c = half_closed_remote(false);
     assert_eq!(
         step(&mut c, |c, o| c.after_end_delivered(o)),
-        ["arm FinWait", "shutdown"]
-    );
-    assert_eq!(
-        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
         [
+            "arm FinWait",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
         ]
     );
+    assert_inert(&mut c);
+}
+
+/// When the peer's FIN came first, our FIN never costs a `shutdown` call: once it is due
+/// (queue empty in `Closing{Pending, peer_fin: true}`) the machine emits `Finish` and closes
+/// gracefully at once, `close` alone sending the FIN — no unread input can exist after the
+/// peer's FIN, so the close cannot turn into RST. Every way into that state is covered.
+#[test]
+fn peer_fin_first_closes_without_a_shutdown_call() {
+    /// Name, how to get there, the input that makes our FIN due, its exact actions.
+    type Route = (
+        &'static str,
+        fn() -> Conn,
+        fn(&mut Conn, &mut Actions),
+        &'static [&'static str],
+    );
+    let pending_fin = State::Closing {
+        fin: Fin::Pending,
+        peer_fin: true,
+    };
+    let routes: [Route; 6] = [
+        (
+            "auto-end after the End handler",
+            half_closed_remote_auto_end,
+            |c, o| c.after_end_delivered(o),
+            &[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+        (
+            "end() while half-open",
+            half_closed_remote_half_open,
+            |c, o| c.end(o).unwrap(),
+            &[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+        (
+            "destroy_soon() while half-open",
+            half_closed_remote_half_open,
+            |c, o| c.destroy_soon(o).unwrap(),
+            // Closed at once: no linger deadline follows the Close.
+            &[
+                "arm FinWait",
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+        (
+            "flush after the peer's FIN and end()",
+            closing_draining,
+            |c, o| c.on_written(Q, o),
+            &[
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+        (
+            "flush after end(), overtaken by the peer's FIN",
+            || {
+                let mut c = half_closed_local_pending();
+                assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
+                c
+            },
+            |c, o| c.on_written(Q, o),
+            &[
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+        (
+            "lingering flush, overtaken by the peer's FIN",
+            || {
+                let mut c = lingering_pending();
+                assert_eq!(step(&mut c, |c, o| c.on_eof(o)), NONE);
+                c
+            },
+            |c, o| c.on_written(Q, o),
+            &[
+                "emit Finish",
+                "close rst=false",
+                "emit Close(had_error=false, Graceful, unsent=0)",
+            ],
+        ),
+    ];
+    for (name, make, input, expected) in routes {
+        let mut c = make();
+        // Either the FIN is already pending with bytes queued, or end() is what sets it
+        // pending with nothing queued.
+        if c.bytes_queued() > 0 {
+            assert_eq!(c.state(), pending_fin, "{name}");
+        } else {
+            assert_eq!(c.state(), State::HalfClosedRemote, "{name}");
+        }
+        let (queued, written) = (c.bytes_queued(), c.bytes_written());
+        let actions = step(&mut c, input);
+        assert_eq!(actions, expected, "{name}");
+        assert!(!actions.iter().any(|a| a == "shutdown"), "{name}");
+        assert_eq!(c.bytes_written(), written + queued as u64, "{name}");
+        assert_inert(&mut c);
+    }
 }
 
 /// A2.2: peer FIN with 32 MiB queued — `End` at once, the auto-end waits for the flush,
@@ -1387,17 +1635,15 @@ fn peer_fin_with_32_mib_queued_auto_ends_after_the_flush() {
     assert_eq!(step(&mut c, |c, o| c.on_written(BIG / 2 - 1, o)), NONE);
     assert_eq!(
         step(&mut c, |c, o| c.on_written(1, o)),
-        ["emit Drain", "shutdown"]
-    );
-    assert_eq!(
-        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
         [
+            "emit Drain",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
         ]
     );
     assert_eq!(c.bytes_written(), BIG as u64);
+    assert_inert(&mut c);
 }
 
 /// A2 (allowHalfOpen=false): a write made inside the `End` handler precedes our FIN.
@@ -1410,15 +1656,16 @@ fn write_in_end_handler_goes_out_before_the_auto_fin() {
         ["arm FinWait"]
     );
     assert_eq!(c.bytes_queued(), 10);
-    assert_eq!(step(&mut c, |c, o| c.on_written(10, o)), ["shutdown"]);
     assert_eq!(
-        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
+        step(&mut c, |c, o| c.on_written(10, o)),
         [
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
         ]
     );
+    assert_eq!(c.bytes_written(), 10);
+    assert_inert(&mut c);
 }
 
 /// A2.3 / B2.1: `destroy()` drops the queue, reports it as unsent, and never emits `End` or
@@ -1496,7 +1743,15 @@ fn write_after_auto_end_is_write_after_end() {
     );
     assert_eq!(outcome(&c.check_write()), "WriteAfterEnd");
     assert_eq!(c.bytes_queued(), 5);
-    assert_eq!(step(&mut c, |c, o| c.on_written(5, o)), ["shutdown"]);
+    assert_eq!(
+        step(&mut c, |c, o| c.on_written(5, o)),
+        [
+            "emit Finish",
+            "close rst=false",
+            "emit Close(had_error=false, Graceful, unsent=0)"
+        ]
+    );
+    assert_eq!(c.bytes_written(), 5);
 }
 
 /// B2.4: `reset_and_destroy()` after `end()` still sends RST and reports `LocalReset`, with the
@@ -1695,15 +1950,16 @@ fn lingering_eof_before_flush_closes_after_the_fin_without_end() {
         }
     );
     assert!(!c.wants_read());
-    assert_eq!(step(&mut c, |c, o| c.on_written(Q, o)), ["shutdown"]);
+    // The peer's FIN came first: the flush finishes and closes, `close` sending our FIN.
     assert_eq!(
-        step(&mut c, |c, o| c.on_shutdown(Ok(()), o)),
+        step(&mut c, |c, o| c.on_written(Q, o)),
         [
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
         ]
     );
+    assert_inert(&mut c);
 }
 
 #[test]
@@ -1913,11 +2169,12 @@ fn exactly_one_close_on_every_path() {
             by(half_closed_local_sent, |c, o| c.on_eof(o)),
         ),
         (
-            "graceful via shutdown",
-            by(half_closed_remote_auto_end, |c, o| {
-                c.after_end_delivered(o);
-                c.on_shutdown(Ok(()), o);
-            }),
+            "graceful via auto-end",
+            by(half_closed_remote_auto_end, |c, o| c.after_end_delivered(o)),
+        ),
+        (
+            "graceful via flush after peer fin",
+            by(closing_draining, |c, o| c.on_written(Q, o)),
         ),
         ("linger eof", by(lingering_sent, |c, o| c.on_eof(o))),
         (
@@ -2173,19 +2430,52 @@ fn on_written_zero_asks_for_nothing() {
         ["emit Finish"]
     );
 
-    // The same edge while lingering and after the peer's FIN.
+    // The same edge while lingering.
     let mut c = open();
     assert_eq!(
         call(&mut c, |c, o| c.destroy_soon(o)),
         ok(&["arm Linger", "shutdown"])
     );
     assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+
+    // After the peer's FIN no Shutdown is ever outstanding: the auto-end closes at once.
     let mut c = half_closed_remote(false);
     assert_eq!(
         step(&mut c, |c, o| c.after_end_delivered(o)),
-        ["arm FinWait", "shutdown"]
+        [
+            "arm FinWait",
+            "emit Finish",
+            "close rst=false",
+            "emit Close(had_error=false, Graceful, unsent=0)"
+        ]
     );
     assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+    assert_eq!(c.state(), State::Destroyed);
+
+    // Unless the peer's FIN overtakes the report of a Shutdown already asked for: then the
+    // FIN is pending with the queue empty, and a write that moved nothing must neither ask
+    // for it again nor finish and close in its place.
+    let mut c = open();
+    assert_eq!(
+        call(&mut c, |c, o| c.end(o)),
+        ok(&["arm FinWait", "shutdown"])
+    );
+    assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
+    assert_eq!(
+        c.state(),
+        State::Closing {
+            fin: Fin::Pending,
+            peer_fin: true
+        }
+    );
+    assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
+    assert_eq!(
+        c.state(),
+        State::Closing {
+            fin: Fin::Pending,
+            peer_fin: true
+        }
+    );
 
     // A Drain owed with nothing queued (every write reaches a zero mark) is not paid by a
     // write that moved nothing either.
