@@ -750,6 +750,9 @@ impl Context {
     /// Carries out the actions the machine just produced, in order. Syscall outcomes are fed
     /// back to the machine, whose new actions join the same queue.
     pub(crate) fn apply(&mut self, id: SocketId) {
+        // A listener's `Close` must follow its last socket's `Close`, which the machine queues
+        // after the `Close` action: check the listener once every action is carried out.
+        let mut closed_under = None;
         while let Some(action) = self.actions.pop_front() {
             let Some(slot) = self.sockets.get_mut(id.index()) else {
                 self.actions.clear();
@@ -791,7 +794,7 @@ impl Context {
                         if reaccept {
                             self.schedule_listener(lid);
                         }
-                        self.maybe_listener_closed(lid);
+                        closed_under = Some(lid);
                     }
                 }
                 Action::ArmDeadline(which) => {
@@ -816,6 +819,9 @@ impl Context {
                     };
                 }
             }
+        }
+        if let Some(lid) = closed_under {
+            self.maybe_listener_closed(lid);
         }
     }
 

@@ -403,3 +403,40 @@ fn max_connections_leaves_extra_connections_unaccepted_until_a_place_frees() {
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_no_live_socket(&reactor);
 }
+
+/// Found by the `reactor` fuzz target: the listener's `Close` must come after the `Close` of
+/// its last socket, also when that socket is destroyed in the same turn.
+#[test]
+fn listener_close_follows_its_last_socket_close() {
+    struct Order(Vec<String>);
+    impl finwait::Handler for Order {
+        fn on_event(&mut self, _: &mut Context, id: SocketId, e: Event<'_>) {
+            self.0.push(format!("{id} {}", describe(&e)));
+        }
+        fn on_listener_event(
+            &mut self,
+            _: &mut Context,
+            id: finwait::ListenerId,
+            e: finwait::ListenerEvent,
+        ) {
+            self.0.push(format!("{id} {e:?}"));
+        }
+    }
+    let (mut reactor, l, addr) = server(ListenOptions::new());
+    let _peer = peer(addr);
+    let mut h = Order(Vec::new());
+    run_until(&mut reactor, &mut h, |h, _| !h.0.is_empty());
+    let id = reactor.socket_ids()[0];
+    reactor.close_listener(l).unwrap();
+    reactor.destroy(id).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.0.len() == 3);
+    assert_eq!(
+        h.0,
+        [
+            format!("{id} Accepted"),
+            format!("{id} Close(false, LocalDestroy, 0)"),
+            format!("{l} Close"),
+        ]
+    );
+    assert_no_live_socket(&reactor);
+}

@@ -1,0 +1,8 @@
+#![no_main]
+
+#[path = "../replay/http_request.rs"]
+mod replay;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| replay::replay(data));

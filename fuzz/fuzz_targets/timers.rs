@@ -1,0 +1,8 @@
+#![no_main]
+
+#[path = "../replay/timers.rs"]
+mod replay;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|ops: Vec<replay::Operation>| replay::replay(&ops));
