@@ -58,22 +58,7 @@ fn parse() -> Result<Option<Options>, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    common::init_logging();
-    let options = match parse() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return common::usage_error("count", HELP, e),
-    };
-    match serve(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("count: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("count", HELP, parse, serve)
 }
 
 fn serve(o: Options) -> finwait::Result<()> {

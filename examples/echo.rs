@@ -60,22 +60,7 @@ fn parse() -> Result<Option<Options>, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    common::init_logging();
-    let options = match parse() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return common::usage_error("echo", HELP, e),
-    };
-    match serve(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("echo", HELP, parse, serve)
 }
 
 fn serve(o: Options) -> finwait::Result<()> {

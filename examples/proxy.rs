@@ -79,22 +79,7 @@ fn parse() -> Result<Option<Options>, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    common::init_logging();
-    let options = match parse() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return common::usage_error("proxy", HELP, e),
-    };
-    match serve(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("proxy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("proxy", HELP, parse, serve)
 }
 
 /// Both halves of every live pair, each keyed by its own id and naming the other.

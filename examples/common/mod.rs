@@ -31,6 +31,33 @@ pub fn listen(
     Ok(listener)
 }
 
+/// The `main` every example server shares: logging from `RUST_LOG`, options (`--help` →
+/// the help and exit 0, a bad option → the error, the help and exit 2), then `serve`
+/// (an error → one line on stderr and exit 1; a graceful shutdown → exit 0).
+pub fn main<O>(
+    name: &str,
+    help: &str,
+    parse: fn() -> Result<Option<O>, lexopt::Error>,
+    serve: fn(O) -> finwait::Result<()>,
+) -> ExitCode {
+    init_logging();
+    let options = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{help}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return usage_error(name, help, e),
+    };
+    match serve(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prints a command-line error and the help, exit status 2.
 pub fn usage_error(name: &str, help: &str, error: impl std::fmt::Display) -> ExitCode {
     eprintln!("{name}: {error}\n\n{help}");

@@ -92,22 +92,7 @@ fn parse_args() -> Result<Option<Options>, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    common::init_logging();
-    let options = match parse_args() {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return common::usage_error("http", HELP, e),
-    };
-    match serve(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("http", HELP, parse_args, serve)
 }
 
 /// What the connection's idle timer is currently armed for.
