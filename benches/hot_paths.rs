@@ -1,29 +1,17 @@
 //! Per-operation cost of the sans-IO hot paths: the state machine's transitions and the
 //! write queue. No syscall is measured here (see `macro_echo` for the whole loop).
-//!
-//! `SocketId` has no public constructor, so the id the machines carry comes from a real
-//! `Reactor::connect` to a local listener (it is only used in trace logs).
 
 use std::hint::black_box;
 use std::io::IoSlice;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use finwait::SocketId;
 use finwait::state::{Actions, Conn, ConnOptions};
 use finwait::write_queue::{MAX_SLICES, WriteQueue};
-use finwait::{ConnectOptions, Reactor, SocketId};
-
-/// A genuine socket id: connect a reactor to a listener on loopback.
-fn socket_id() -> SocketId {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    let mut reactor = Reactor::new().expect("reactor");
-    reactor
-        .connect(addr, ConnectOptions::new())
-        .expect("connect")
-}
 
 fn machine(c: &mut Criterion) {
-    let id = socket_id();
+    // The machine only logs its id.
+    let id = SocketId::from_parts(0, 0);
     let options = ConnOptions::default();
     let msg = [7u8; 64];
     let mut group = c.benchmark_group("conn");

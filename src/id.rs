@@ -26,6 +26,19 @@ pub struct ListenerId {
 }
 
 impl SocketId {
+    /// An id made from its parts, for driving a [`state::Conn`](crate::state::Conn) without a
+    /// reactor (tests, fuzzing, benchmarks: the machine only logs it). Given to a reactor, a
+    /// made-up id is checked like any other: it reaches a socket only if it names a live one
+    /// exactly, and is [`Error::StaleId`](crate::Error::StaleId) otherwise.
+    ///
+    /// ```
+    /// let id = finwait::SocketId::from_parts(3, 0);
+    /// assert_eq!(id.index(), 3);
+    /// ```
+    pub fn from_parts(index: u32, generation: u32) -> SocketId {
+        SocketId { index, generation }
+    }
+
     /// The slab slot. Unique among live sockets, reused after reclaim: handy as an index into a
     /// program's own per-connection table, as long as the program drops its entry on `Close`.
     pub fn index(self) -> usize {
