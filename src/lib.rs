@@ -69,6 +69,16 @@
 //! 8. **Backpressure like Node's**: `write` returns whether the queue is under the high-water
 //!    mark (64 KiB by default); `Drain` once after `false`; `pause`/`resume` stop and restart
 //!    reading.
+//! 9. **No lingering forever**: after `end()`, a socket that makes no progress for
+//!    [`ReactorOptions::fin_wait`] (30 s) — nothing flushed, nothing read, no FIN from the peer
+//!    — is destroyed; `destroy_soon` has its own linger deadline; connects can time out.
+//!    *(Node leaves FIN-WAIT-2 sockets and stuck `destroySoon`s open for good.)*
+//! 10. **Idle timeouts** ([`Context::set_timeout`]) notify once per idle period and re-arm on
+//!     traffic for free; the handler decides what to do.
+//! 11. **Servers**: [`Context::close_listener`] refuses new connects at once and reports the
+//!     listener's `Close` after its last socket's *(Node: before)*; [`Context::shutdown`]
+//!     ends everything gracefully within a grace period; running out of fds never spins the
+//!     CPU nor stalls the listener.
 //!
 //! Other deliberate differences from Node: a write after the peer's FIN and our automatic end
 //! returns `WriteAfterEnd` (Node: EPIPE); `TCP_NODELAY` is on by default.
