@@ -120,3 +120,8 @@ pub use id::{ListenerId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions};
 pub use reactor::{Reactor, Waker};
 pub use state::{Fin, State};
+
+/// The README's Rust examples, compiled as doctests so the tour cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
