@@ -331,8 +331,14 @@ fn run(ops: &[Operation]) {
                 let Ok(stream) = TcpStream::connect(addr) else {
                     continue;
                 };
-                stream.set_nonblocking(true).expect("nonblocking peer");
                 let peer_addr = stream.local_addr().expect("peer address");
+                // Once the listener is closed its port is free, and a connect to it can pick
+                // that very port as its own: TCP self-connect, a socket talking to itself
+                // that never sees EOF (found by this target). That is no peer of ours.
+                if stream.peer_addr().ok() == Some(peer_addr) {
+                    continue;
+                }
+                stream.set_nonblocking(true).expect("nonblocking peer");
                 h.peer_addrs.push(peer_addr);
                 h.peer_written.push(0);
                 h.peer_reset.push(false);
@@ -459,9 +465,27 @@ fn run(ops: &[Operation]) {
         }
         if started.elapsed() > DRAIN_LIMIT {
             let states: Vec<_> = r.socket_ids().iter().map(|&id| (id, r.state(id))).collect();
+            let peer_states: Vec<_> = peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let local = h.by_peer.get(&i).and_then(|id| h.locals.get(id));
+                    format!(
+                        "peer {i}: done {} eof {} shut {} err {:?} wrote {} got {} open {} local {:?}",
+                        p.done(),
+                        p.eof,
+                        p.shut,
+                        p.read_error,
+                        p.written,
+                        p.received,
+                        p.stream.is_some(),
+                        local.map(|l| &l.events)
+                    )
+                })
+                .collect();
             panic!(
-                "drain did not finish in {DRAIN_LIMIT:?}: live sockets {states:?}, peers done {:?}",
-                peers.iter().map(Peer::done).collect::<Vec<_>>()
+                "drain did not finish in {DRAIN_LIMIT:?}: live sockets {states:?}, listeners {}, peers {peer_states:#?}",
+                r.live_listeners()
             );
         }
     }
