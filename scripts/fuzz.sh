@@ -67,8 +67,9 @@ for target in "${targets[@]}"; do
     echo "   $last"
     if [ "$status" -ne 0 ] || grep -qE '^==[0-9]+==.*(ERROR|deadly signal)|panicked at' "$log"; then
         echo "   FAILED (exit $status); last lines of the log:"
-        grep -E 'panicked at|ERROR|SUMMARY|Test unit written|artifact_prefix' "$log" | head -n 20 | sed 's/^/   | /'
-        tail -n 15 "$log" | sed 's/^/   | /'
+        # The panic message follows its "panicked at" line.
+        grep -E -A 8 'panicked at' "$log" | head -n 20 | sed 's/^/   | /'
+        grep -E 'ERROR|SUMMARY|Test unit written|artifact_prefix' "$log" | head -n 10 | sed 's/^/   | /'
         failed+=("$target")
         line="$line  CRASH"
     fi
