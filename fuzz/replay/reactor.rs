@@ -146,6 +146,8 @@ struct Local {
 struct Rec {
     /// Peer local addresses, to map accepted sockets to peers.
     peer_addrs: Vec<SocketAddr>,
+    /// Accepted connections that came from outside this run (reset at once, then ignored).
+    foreign: std::collections::HashSet<SocketId>,
     peer_written: Vec<u64>,
     peer_reset: Vec<bool>,
     locals: HashMap<SocketId, Local>,
@@ -165,8 +167,18 @@ impl Handler for Rec {
                     .find(|p| self.peer_reset[*p] && !self.by_peer.contains_key(p)),
             };
             let Some(peer) = peer else {
-                self.problems
-                    .push(format!("{id}: accepted from an unknown peer"));
+                match cx.peer_addr(id) {
+                    // A connection from outside this run: another process on this machine
+                    // (a second fuzzer, a test) whose peer aimed at a port that used to be
+                    // its own listener's and is ours now. Not ours to judge: reset it.
+                    Ok(_) => {
+                        self.foreign.insert(id);
+                        let _ = cx.reset_and_destroy(id);
+                    }
+                    Err(e) => self
+                        .problems
+                        .push(format!("{id}: accepted from an unknown peer ({e})")),
+                }
                 return;
             };
             if self.by_peer.insert(peer, id).is_some() {
@@ -178,6 +190,9 @@ impl Handler for Rec {
                 ..Local::default()
             };
             self.locals.insert(id, local);
+            return;
+        }
+        if self.foreign.contains(&id) {
             return;
         }
         let Some(local) = self.locals.get_mut(&id) else {
