@@ -85,7 +85,8 @@ pub enum Deadline {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ListenerEvent {
-    /// Accepting failed in a way that stops this listener (not EMFILE, which only pauses it).
+    /// Accepting failed with an unexpected error (running out of fds is not reported). The
+    /// listener stays open: it pauses for `ReactorOptions::accept_retry` and tries again.
     Error(Error),
     /// The listener is closed and every socket it accepted has closed.
     Close,

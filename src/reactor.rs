@@ -354,26 +354,27 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if sys::is_transient_accept_error(&e) => {}
-                Err(e) if sys::is_fd_exhaustion(&e) => {
-                    // The pending connection stays in the backlog and brings no new edge, so
-                    // retrying at once would spin: pause accepting, retry on a timer.
-                    log::warn!(
-                        "{id}: accept: {e}; retrying in {:?}",
-                        self.cx.options.accept_retry
-                    );
-                    let at = crate::context::later(self.cx.now, self.cx.options.accept_retry);
+                Err(e) => {
+                    // Either way the pending connection stays in the backlog and brings no new
+                    // edge: retrying at once would spin, not retrying would stall the listener
+                    // for good. Pause accepting and retry on a timer (or when a socket closes
+                    // and frees an fd). Running out of fds is expected under load; anything
+                    // else is also reported to the program.
+                    let retry = self.cx.options.accept_retry;
+                    if sys::is_fd_exhaustion(&e) {
+                        log::warn!("{id}: accept: {e}; retrying in {retry:?}");
+                    } else {
+                        log::warn!("{id}: accept failed: {e}; retrying in {retry:?}");
+                        self.cx.queue.push_back(Queued::Listener(
+                            id,
+                            crate::event::ListenerEvent::Error(e.into()),
+                        ));
+                    }
+                    let at = crate::context::later(self.cx.now, retry);
                     let timer = self.cx.timers.arm_deadline(TimerKey::AcceptRetry(id), at);
                     if let Ok(slot) = self.cx.listener_mut(id) {
                         slot.backoff = Some(timer);
                     }
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("{id}: accept failed: {e}");
-                    self.cx.queue.push_back(Queued::Listener(
-                        id,
-                        crate::event::ListenerEvent::Error(e.into()),
-                    ));
                     return;
                 }
             }
