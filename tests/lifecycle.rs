@@ -440,3 +440,66 @@ fn listener_close_follows_its_last_socket_close() {
     );
     assert_no_live_socket(&reactor);
 }
+
+/// `shutdown_listener(grace)`: that listener closes at once, its connections are ended (data
+/// flushed, then FIN), the one whose peer keeps it open is destroyed after the grace, and the
+/// listener's `Close` comes last. A second listener is left alone.
+#[test]
+fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
+    let clock = ManualClock::new();
+    let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
+    let l = reactor
+        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .unwrap();
+    let other = reactor
+        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let other_addr = reactor.listener_addr(other).unwrap();
+    let mut polite = peer(addr);
+    let stubborn = peer(addr);
+    let _bystander = peer(other_addr);
+    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            cx.write(id, b"hi").unwrap();
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 3);
+    reactor
+        .shutdown_listener(l, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        std::net::TcpStream::connect(addr).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    let (got, ending) = read_to_end(&mut polite);
+    assert_eq!((got.as_slice(), ending), (&b"hi"[..], Ending::Fin));
+    polite.shutdown(Shutdown::Write).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.closed.len() == 1);
+    assert!(
+        h.listener_log.is_empty(),
+        "Close before the stubborn socket closed"
+    );
+    clock.advance(Duration::from_secs(3));
+    run_until(&mut reactor, &mut h, |h, _| !h.listener_log.is_empty());
+    let mut reasons: Vec<_> = h.closed.values().map(|c| c.reason).collect();
+    reasons.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        reasons,
+        [
+            CloseReason::Deadline(Deadline::Shutdown),
+            CloseReason::Graceful
+        ]
+    );
+    assert_eq!(h.listener_log, [(l, "Close".to_string())]);
+    // The other listener and its socket are untouched.
+    assert_eq!(reactor.live_listeners(), 1);
+    assert_eq!(reactor.live_sockets(), 1);
+    for id in reactor.socket_ids() {
+        reactor.destroy(id).unwrap();
+    }
+    reactor.close_listener(other).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    drop(stubborn);
+    assert_no_live_socket(&reactor);
+}
