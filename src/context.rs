@@ -5,6 +5,7 @@
 //! the handler: the events they cause are queued and delivered by the loop after the current
 //! handler returns (no re-entrancy).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -404,6 +405,24 @@ impl Context {
     /// changes nothing: the connection goes on ending gracefully. If the kernel reports an
     /// error the socket is destroyed (events follow) and the bytes count as unsent.
     pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<bool> {
+        self.write_cow(id, Cow::Borrowed(data))
+    }
+
+    /// Like [`write`](Self::write) for a buffer the program gives away: when the kernel takes
+    /// none of it at once, the buffer itself joins the queue — no copy. (A partly sent buffer
+    /// still has its tail copied.)
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// let response = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    /// cx.write_owned(id, response.into_bytes())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_owned(&mut self, id: SocketId, data: Vec<u8>) -> Result<bool> {
+        self.write_cow(id, Cow::Owned(data))
+    }
+
+    fn write_cow(&mut self, id: SocketId, data: Cow<'_, [u8]>) -> Result<bool> {
         let slot = slot_in(&mut self.sockets, &self.socket_generations, id)?;
         slot.conn.check_write()?;
         let mut sent = 0;
@@ -414,7 +433,7 @@ impl Context {
             && slot.conn.queue().is_empty()
             && let Some(stream) = &slot.stream
         {
-            match sys::send(stream, data) {
+            match sys::send(stream, &data) {
                 Ok(n) => {
                     sent = n;
                     // A partial send means the send buffer is full; the kernel set
@@ -431,7 +450,11 @@ impl Context {
         if sent > 0 {
             slot.touch(&mut self.timers, self.now);
         }
-        let below = slot.conn.accept_write(data, sent);
+        // Queued either way so that, if the send failed, the bytes count as unsent.
+        let below = match data {
+            Cow::Owned(buffer) if sent == 0 => slot.conn.accept_write_owned(buffer),
+            data => slot.conn.accept_write(&data, sent),
+        };
         if let Some(e) = failed {
             slot.conn.on_io_error(e, &mut self.actions);
             self.apply(id);

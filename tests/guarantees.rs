@@ -551,3 +551,35 @@ fn facts_follow_the_socket_through_its_life() {
     assert_eq!((got.as_slice(), ending), (&b"abc"[..], Ending::Fin));
     assert_no_live_socket(&reactor);
 }
+
+/// `write_owned` keeps order and loses nothing on both of its paths: the first buffer is
+/// partly sent (its tail copied into the queue), the next ones join the queue as they are.
+#[test]
+fn write_owned_queues_buffers_in_order() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let peer_thread = thread::spawn(move || {
+        let mut s = peer(addr);
+        read_to_end(&mut s)
+    });
+    let parts: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| pattern(4 << 20).into_iter().map(|b| b ^ i).collect())
+        .collect();
+    let to_send = parts.clone();
+    let mut h = recorder(move |cx: &mut Context, id: SocketId, e: &Event<'_>| {
+        if let Event::Accepted(_) = e {
+            for part in &to_send {
+                cx.write_owned(id, part.clone()).unwrap();
+            }
+            cx.end(id).unwrap();
+            assert!(matches!(
+                cx.write_owned(id, b"late".to_vec()),
+                Err(Error::WriteAfterEnd)
+            ));
+        }
+    });
+    run_until(&mut reactor, &mut h, |h, _| !h.closed.is_empty());
+    let (got, ending) = peer_thread.join().unwrap();
+    assert_eq!(ending, Ending::Fin);
+    assert!(got == parts.concat(), "got {} bytes", got.len());
+    assert_no_live_socket(&reactor);
+}

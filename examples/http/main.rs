@@ -247,7 +247,7 @@ impl Server {
                         ParseError::BadRequest => "Bad Request",
                         ParseError::HeadersTooLarge => "Request Header Fields Too Large",
                     };
-                    let _ = cx.write(id, &error_response(status, reason));
+                    let _ = cx.write_owned(id, error_response(status, reason));
                     finish(cx, id, c);
                 }
             }
@@ -353,7 +353,7 @@ fn respond(cx: &mut Context, id: SocketId, request: &Request) -> (bool, bool) {
         .as_bytes(),
     );
     out.extend_from_slice(body);
-    let below = cx.write(id, &out).unwrap_or(true);
+    let below = cx.write_owned(id, out).unwrap_or(true);
     (below, keep_alive)
 }
 
@@ -369,7 +369,7 @@ fn error_response(status: u16, reason: &str) -> Vec<u8> {
 
 fn request_timeout(cx: &mut Context, id: SocketId, c: &mut Conn) {
     log::debug!("{id}: request header timeout");
-    let _ = cx.write(id, &error_response(408, "Request Timeout"));
+    let _ = cx.write_owned(id, error_response(408, "Request Timeout"));
     finish(cx, id, c);
 }
 
