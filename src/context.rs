@@ -95,6 +95,17 @@ pub struct ReactorOptions {
     /// How long accepting pauses after the process ran out of file descriptors (default
     /// 100 ms): long enough not to spin, short enough to serve again soon after fds free up.
     pub accept_retry: Duration,
+    /// How many bytes one socket may read in one turn before the other ready sockets get
+    /// their go (default 8 MiB, at least 1: one read per turn).
+    ///
+    /// This is the trade between bulk throughput and fairness. A socket whose peer streams
+    /// without pause is read in long runs while the data is still in cache and its peer is
+    /// still busy writing; cutting the runs short makes both ends sleep and wake far more
+    /// often (on loopback a 256 KiB budget cost about 25 % more CPU per byte with 16
+    /// streaming connections, see BENCHMARKS.md). A smaller budget bounds how long a busy
+    /// stream can delay the others: roughly `read_budget` / (a few GiB/s) per ready socket
+    /// per turn.
+    pub read_budget: usize,
 }
 
 impl Default for ReactorOptions {
@@ -103,6 +114,7 @@ impl Default for ReactorOptions {
             fin_wait: Some(Duration::from_secs(30)),
             linger: Duration::from_secs(5),
             accept_retry: Duration::from_millis(100),
+            read_budget: 8 << 20,
         }
     }
 }
@@ -125,6 +137,19 @@ impl ReactorOptions {
     /// Sets [`accept_retry`](Self::accept_retry), at least 1 ms (zero would spin).
     pub fn accept_retry(mut self, retry: Duration) -> Self {
         self.accept_retry = retry.max(Duration::from_millis(1));
+        self
+    }
+    /// Sets [`read_budget`](Self::read_budget), at least 1 byte (zero would never read).
+    ///
+    /// ```
+    /// use finwait::ReactorOptions;
+    /// // Latency-sensitive sockets share the loop with bulk streams: shorter runs.
+    /// let opts = ReactorOptions::new().read_budget(512 * 1024);
+    /// assert_eq!(opts.read_budget, 512 * 1024);
+    /// assert_eq!(ReactorOptions::new().read_budget(0).read_budget, 1);
+    /// ```
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.max(1);
         self
     }
 }

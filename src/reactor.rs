@@ -28,8 +28,6 @@ const WAKER_TOKEN: u32 = 1;
 /// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
 /// few syscalls, allocated once per reactor (no allocation per read).
 const READ_BUFFER: usize = 64 * 1024;
-/// Bytes one socket may read per turn before the others get their go.
-const READ_BUDGET: usize = 256 * 1024;
 /// Connections one listener may accept per turn.
 const ACCEPT_BUDGET: usize = 128;
 /// epoll events fetched per poll.
@@ -432,7 +430,7 @@ impl Reactor {
     /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
     /// from the shared buffer, after any event queued before it.
     fn read<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
-        let mut budget = READ_BUDGET;
+        let mut budget = self.cx.options.read_budget;
         loop {
             let cx = &mut self.cx;
             let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id) else {
