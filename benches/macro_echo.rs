@@ -11,7 +11,10 @@
 //!
 //! Environment (all optional):
 //! - `FINWAIT_BENCH_SECONDS` — pingpong/churn duration (default 3)
-//! - `FINWAIT_BENCH_BULK_BYTES` — bulk total bytes (default 268435456)
+//! - `FINWAIT_BENCH_REPEAT` — rounds per scenario (default 1); each round runs every server in
+//!   turn, and the table shows each metric's median over the rounds (errors summed, fd checks
+//!   all required), so a burst of machine noise hits one round of all servers alike
+//! - `FINWAIT_BENCH_BULK_BYTES` — bulk total bytes (default 1073741824)
 //! - `FINWAIT_BENCH_BULK_CONNS` (4), `FINWAIT_BENCH_PINGPONG_CONNS` (50),
 //!   `FINWAIT_BENCH_CHURN_WORKERS` (50), `FINWAIT_BENCH_IDLE_CONNS` (10000)
 //! - `FINWAIT_BENCH_SCENARIOS` — comma list (default `bulk,pingpong,churn,idle`)
@@ -56,6 +59,7 @@ fn env_list(key: &str, default: &[&str]) -> Vec<String> {
 struct Config {
     examples: PathBuf,
     seconds: f64,
+    repeat: usize,
     bulk_bytes: u64,
     bulk_conns: usize,
     pingpong_conns: usize,
@@ -120,7 +124,8 @@ fn main() -> ExitCode {
     let cfg = Config {
         examples,
         seconds: env_or("FINWAIT_BENCH_SECONDS", 3.0),
-        bulk_bytes: env_or("FINWAIT_BENCH_BULK_BYTES", 256 << 20),
+        repeat: env_or("FINWAIT_BENCH_REPEAT", 1usize).max(1),
+        bulk_bytes: env_or("FINWAIT_BENCH_BULK_BYTES", 1 << 30),
         bulk_conns: env_or("FINWAIT_BENCH_BULK_CONNS", 4),
         pingpong_conns: env_or("FINWAIT_BENCH_PINGPONG_CONNS", 50),
         churn_workers: env_or("FINWAIT_BENCH_CHURN_WORKERS", 50),
@@ -152,23 +157,32 @@ fn main() -> ExitCode {
             eprintln!("macro_echo: unknown scenario {scenario:?} skipped");
             continue;
         }
-        for (name, bin) in &servers {
-            eprintln!("macro_echo: {scenario} / {name} ...");
-            match run_one(&cfg, bin, scenario, None) {
-                Ok(fields) => {
-                    if fields.get("errors").is_none_or(|e| e != "0") {
+        let mut rounds: BTreeMap<String, Vec<Fields>> = BTreeMap::new();
+        for round in 1..=cfg.repeat {
+            for (name, bin) in &servers {
+                eprintln!(
+                    "macro_echo: {scenario} / {name} (round {round}/{}) ...",
+                    cfg.repeat
+                );
+                match run_one(&cfg, bin, scenario, None) {
+                    Ok(fields) => {
+                        if fields.get("errors").is_none_or(|e| e != "0") {
+                            failures += 1;
+                        }
+                        rounds.entry(name.to_string()).or_default().push(fields);
+                    }
+                    Err(e) => {
+                        eprintln!("macro_echo: {scenario} / {name}: {e}");
                         failures += 1;
                     }
-                    results
-                        .entry((si, scenario.clone()))
-                        .or_default()
-                        .insert(name.to_string(), fields);
-                }
-                Err(e) => {
-                    eprintln!("macro_echo: {scenario} / {name}: {e}");
-                    failures += 1;
                 }
             }
+        }
+        let row = results.entry((si, scenario.clone())).or_default();
+        for (name, runs) in rounds {
+            row.insert(name, merge_rounds(&runs));
+        }
+        for (name, bin) in &servers {
             if let Some(counter) = cfg.syscalls
                 && scenario != "idle"
             {
@@ -201,6 +215,54 @@ fn main() -> ExitCode {
 }
 
 type Fields = BTreeMap<String, String>;
+
+/// One row from several rounds of the same server: the median of every numeric field, the
+/// sum of `errors`, and booleans true only if true in every round.
+fn merge_rounds(runs: &[Fields]) -> Fields {
+    let mut merged = Fields::new();
+    let Some(first) = runs.first() else {
+        return merged;
+    };
+    for (key, value) in first {
+        let all: Vec<&str> = runs
+            .iter()
+            .filter_map(|r| r.get(key).map(String::as_str))
+            .collect();
+        let nums: Option<Vec<f64>> = all.iter().map(|v| v.parse::<f64>().ok()).collect();
+        let out = if key == "errors" {
+            let total: f64 = nums.iter().flatten().sum();
+            if nums.is_some() {
+                fmt_plain(total)
+            } else {
+                value.clone()
+            }
+        } else if let Some(mut nums) = nums.filter(|n| !n.is_empty()) {
+            nums.sort_by(f64::total_cmp);
+            let mid = nums.len() / 2;
+            let median = if nums.len() % 2 == 1 {
+                nums[mid]
+            } else {
+                (nums[mid - 1] + nums[mid]) / 2.0
+            };
+            fmt_plain(median)
+        } else if all.iter().all(|v| *v == "true" || *v == "false") {
+            all.iter().all(|v| *v == "true").to_string()
+        } else {
+            value.clone()
+        };
+        merged.insert(key.clone(), out);
+    }
+    merged
+}
+
+/// A number as loadgen would print it: integers without a fraction.
+fn fmt_plain(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.6}")
+    }
+}
 
 /// How the server's syscalls are counted in the extra run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,11 +322,13 @@ fn machine_line(ncpu: usize, cfg: &Config) -> String {
     };
     format!(
         "Machine: {ncpu} CPUs, {model}; load average at start {load}; {pin}; \
-         pingpong/churn {} s, bulk {} MiB over {} conns, idle {} conns",
+         pingpong/churn {} s, bulk {} MiB over {} conns, idle {} conns; {} round(s), \
+         medians",
         cfg.seconds,
         cfg.bulk_bytes >> 20,
         cfg.bulk_conns,
-        cfg.idle_conns
+        cfg.idle_conns,
+        cfg.repeat
     )
 }
 
@@ -647,6 +711,11 @@ fn print_table(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) {
 }
 
 /// Prints each target of the performance issue with PASS/FAIL/n.a.; returns the FAIL count.
+/// A measured value for the targets list, or "not measured".
+fn show(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "not measured".into(), |v| format!("{v:.3}{unit}"))
+}
+
 fn print_targets(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) -> usize {
     let row = |s: &str| results.iter().find(|((_, n), _)| n == s).map(|(_, r)| r);
     let mut fails = 0;
@@ -673,37 +742,33 @@ fn print_targets(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) 
     check(
         "pingpong CPU/msg <= 0.90x mio",
         r.map(|r| r <= 0.90),
-        format!("{r:.3?}x"),
+        show(r, "x"),
     );
     let s = pp.and_then(|r| num(r, "finwait", "syscalls_per_op"));
     check(
         "pingpong syscalls/msg <= 2.2",
         s.map(|s| s <= 2.2),
-        format!("{s:.3?}"),
+        show(s, ""),
     );
     let r = ratio(ch, cpu, "mio");
     check(
         "churn CPU/conn <= 1.00x mio",
         r.map(|r| r <= 1.0),
-        format!("{r:.3?}x"),
+        show(r, "x"),
     );
     let r = ratio(bu, "gib_per_s", "mio");
-    check(
-        "bulk GiB/s >= 1.00x mio",
-        r.map(|r| r >= 1.0),
-        format!("{r:.3?}x"),
-    );
+    check("bulk GiB/s >= 1.00x mio", r.map(|r| r >= 1.0), show(r, "x"));
     let r = ratio(bu, cpu, "mio");
     check(
         "bulk CPU/GiB <= 1.00x mio",
         r.map(|r| r <= 1.0),
-        format!("{r:.3?}x"),
+        show(r, "x"),
     );
     let b = id.and_then(|r| num(r, "finwait", "server_bytes_per_conn"));
     check(
         "idle <= 256 server bytes/conn",
         b.map(|b| b <= 256.0),
-        format!("{b:.1?} B"),
+        show(b, " B"),
     );
     for (scenario, key, higher) in [
         ("bulk", "gib_per_s", true),
@@ -718,20 +783,20 @@ fn print_targets(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) 
         check(
             &format!("{scenario} {key}: ahead of tokio"),
             r.map(|r| if higher { r > 1.0 } else { r < 1.0 }),
-            format!("finwait/tokio {r:.3?}x"),
+            format!("finwait/tokio {}", show(r, "x")),
         );
     }
     let errors: Option<f64> = results.values().map(|r| num(r, "finwait", "errors")).sum();
     check(
         "zero errors (finwait)",
         errors.map(|e| e == 0.0),
-        format!("{errors:?}"),
+        errors.map_or_else(|| "not measured".into(), |e| format!("{e}")),
     );
     let fds = id.and_then(|r| value(r, "finwait", "fds_back_to_baseline"));
     check(
         "zero leaked fds (finwait, idle)",
         fds.as_deref().map(|f| f == "true"),
-        format!("{fds:?}"),
+        fds.clone().unwrap_or_else(|| "not measured".into()),
     );
     fails
 }
