@@ -12,7 +12,8 @@
 //! Environment (all optional):
 //! - `FINWAIT_BENCH_SECONDS` — pingpong/churn duration (default 3)
 //! - `FINWAIT_BENCH_REPEAT` — rounds per scenario (default 1); each round runs every server in
-//!   turn, and the table shows each metric's median over the rounds (errors summed, fd checks
+//!   turn (each round starting with the next server), and the table shows each metric's
+//!   median over the rounds (errors summed, fd checks
 //!   all required), so a burst of machine noise hits one round of all servers alike
 //! - `FINWAIT_BENCH_BULK_BYTES` — bulk total bytes (default 1073741824)
 //! - `FINWAIT_BENCH_BULK_CONNS` (4), `FINWAIT_BENCH_PINGPONG_CONNS` (50),
@@ -159,7 +160,11 @@ fn main() -> ExitCode {
         }
         let mut rounds: BTreeMap<String, Vec<Fields>> = BTreeMap::new();
         for round in 1..=cfg.repeat {
-            for (name, bin) in &servers {
+            // Each round starts with the next server, so none always runs right after the
+            // same neighbour (TIME_WAIT sockets, cache and scheduler state it left behind).
+            let start = (round - 1) % servers.len().max(1);
+            let order = servers[start..].iter().chain(&servers[..start]);
+            for (name, bin) in order {
                 eprintln!(
                     "macro_echo: {scenario} / {name} (round {round}/{}) ...",
                     cfg.repeat
