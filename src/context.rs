@@ -731,6 +731,10 @@ impl Context {
     /// A socket just closed, so an fd is free: listeners that backed off after running out of
     /// fds try again now instead of waiting for their retry timer.
     fn retry_backed_off_listeners(&mut self) {
+        // Runs on every close: the common case (nothing backed off) must not allocate.
+        if !self.listeners.iter().any(|(_, l)| l.backoff.is_some()) {
+            return;
+        }
         let backed_off: Vec<(usize, TimerId)> = self
             .listeners
             .iter()

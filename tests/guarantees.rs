@@ -271,9 +271,12 @@ fn events_are_never_delivered_inside_the_call() {
 #[test]
 fn write_returns_false_at_high_water_mark_and_drains_once() {
     let (mut reactor, _l, addr) = server(ListenOptions::new().high_water_mark(1024));
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
     let peer_thread = thread::spawn(move || {
         let mut s = peer(addr);
-        thread::sleep(Duration::from_millis(100));
+        // Read only after the three writes: the first must find the kernel unable to take
+        // 4 MiB at once (a peer already draining could let it).
+        let _ = wait_for_go.recv_timeout(Duration::from_secs(10));
         read_to_end(&mut s)
     });
     let chunk = pattern(4 << 20);
@@ -283,6 +286,7 @@ fn write_returns_false_at_high_water_mark_and_drains_once() {
             for _ in 0..3 {
                 results.push(cx.write(id, &chunk).unwrap());
             }
+            let _ = go.send(());
         }
         Event::Drain => cx.end(id).unwrap(),
         _ => {}

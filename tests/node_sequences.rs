@@ -226,20 +226,34 @@ fn write_after_end_keeps_queued_data() {
 /// handler still goes out before our FIN.
 #[test]
 fn write_after_peer_fin_and_auto_end_is_write_after_end() {
-    const LAST: usize = 4 << 20;
+    // Written inside `End` until `write` says the queue is full, so the FIN is still pending
+    // when the late write comes — however much the kernel buffers (loopback buffers autotune
+    // to tens of MiB on some hosts).
+    const CHUNK: usize = 1 << 20;
+    const MAX_CHUNKS: usize = 256;
     let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
     let peer_thread = thread::spawn(move || {
         let mut s = peer(addr);
         s.write_all(b"hi").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
-        // Let the server's queue fill before reading, so its FIN is still pending.
-        thread::sleep(std::time::Duration::from_millis(200));
+        // Read only once the late write was tried: until then the server's queue stays full
+        // and its FIN pending.
+        let _ = wait_for_go.recv_timeout(std::time::Duration::from_secs(10));
         read_to_end(&mut s)
     });
-    let last_words = pattern(LAST);
-    let mut h = recorder(|cx: &mut Context, id: SocketId, e: &Event<'_>| {
+    let base = pattern(CHUNK);
+    let chunk = |i: usize| -> Vec<u8> { base.iter().map(|b| b ^ i as u8).collect() };
+    let written = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let in_handler = written.clone();
+    let mut h = recorder(move |cx: &mut Context, id: SocketId, e: &Event<'_>| {
         if let Event::End = e {
-            let _ = cx.write(id, &last_words);
+            for i in 0..MAX_CHUNKS {
+                in_handler.set(i + 1);
+                if !cx.write(id, &chunk(i)).unwrap() {
+                    break;
+                }
+            }
         }
     });
     let mut late = None;
@@ -251,6 +265,7 @@ fn write_after_peer_fin_and_auto_end_is_write_after_end() {
             let id = *id;
             // Outside any handler, through the reactor itself.
             late = Some(r.write(id, b"after"));
+            let _ = go.send(());
         }
         !h.closed.is_empty()
     });
@@ -267,9 +282,20 @@ fn write_after_peer_fin_and_auto_end_is_write_after_end() {
         ]
     );
     assert!(matches!(late, Some(Err(Error::WriteAfterEnd))), "{late:?}");
+    let chunks = written.get();
+    assert!(
+        chunks < MAX_CHUNKS,
+        "the kernel took {MAX_CHUNKS} MiB without filling up"
+    );
+    let expected: Vec<u8> = (0..chunks).flat_map(chunk).collect();
     let (got, ending) = peer_thread.join().unwrap();
     assert_eq!(ending, Ending::Fin);
-    assert!(got == last_words);
+    assert!(
+        got == expected,
+        "got {} of {} bytes",
+        got.len(),
+        expected.len()
+    );
     assert_no_live_socket(&reactor);
 }
 
