@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -52,8 +53,11 @@ pub(crate) struct ListenerSlot {
     pub(crate) options: ListenOptions,
     /// Accepted sockets not yet closed.
     pub(crate) connections: usize,
-    /// More connections may wait in the backlog (accept budget ran out).
+    /// In this turn's list of listeners to accept from.
     pub(crate) scheduled: bool,
+    /// Whether the poller reports this listener (it is registered level-triggered and
+    /// silenced while it must leave connections in the backlog; see `sys::register_listener`).
+    pub(crate) interested: bool,
     /// Accepting is paused after fd exhaustion until this retry timer fires.
     pub(crate) backoff: Option<TimerId>,
     /// A graceful shutdown of this listener is running.
@@ -243,22 +247,24 @@ impl Context {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
-        let mut listener = sys::listen(addr, options.backlog, options.no_delay)?;
+        let listener = sys::listen(addr, options.backlog, options.no_delay)?;
         let index = self.listeners.vacant_key();
         let id = ListenerId {
             index: index as u32,
             generation: generation_of(&mut self.listener_generations, index),
         };
-        self.registry.register(
-            &mut listener,
+        sys::register_listener(
+            self.registry.as_fd(),
+            &listener,
             TokenKind::Listener(id).to_token(),
-            Interest::READABLE,
+            true,
         )?;
         self.listeners.insert(ListenerSlot {
             listener: Some(listener),
             options,
             connections: 0,
             scheduled: false,
+            interested: true,
             backoff: None,
             shutting_down: false,
         });
@@ -717,6 +723,37 @@ impl Context {
         let result = input(&mut slot.conn, &mut self.actions);
         self.apply(id);
         result
+    }
+
+    /// Turns a listener's readiness reports on or off (a no-op when already so). Off while it
+    /// must leave connections in the backlog, or its level-triggered readiness would wake
+    /// every poll.
+    pub(crate) fn set_listener_interest(&mut self, id: ListenerId, interested: bool) {
+        let registry = &self.registry;
+        let Some(slot) = self
+            .listeners
+            .get_mut(id.index())
+            .filter(|_| self.listener_generations[id.index()] == id.generation)
+        else {
+            return;
+        };
+        if slot.interested == interested {
+            return;
+        }
+        let Some(listener) = &slot.listener else {
+            return;
+        };
+        match sys::set_listener_interest(
+            registry.as_fd(),
+            listener,
+            TokenKind::Listener(id).to_token(),
+            interested,
+        ) {
+            Ok(()) => slot.interested = interested,
+            // Cannot happen for a registered, open fd; if it did, the listener keeps its
+            // previous setting: at worst polls wake early, or accepting waits for a close.
+            Err(e) => log::warn!("{id}: epoll_ctl: {e}"),
+        }
     }
 
     pub(crate) fn schedule_listener(&mut self, id: ListenerId) {

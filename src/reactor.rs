@@ -28,8 +28,12 @@ const WAKER_TOKEN: u32 = 1;
 /// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
 /// few syscalls, allocated once per reactor (no allocation per read).
 const READ_BUFFER: usize = 64 * 1024;
-/// Connections one listener may accept per turn.
-const ACCEPT_BUDGET: usize = 128;
+/// Connections one listener may accept per turn. One, as nginx does by default: the listener
+/// is level-triggered, so waiting connections are reported again next turn, and stopping
+/// after one spares the `accept` that would only find the backlog empty (see
+/// `sys::register_listener`). A burst is accepted at one per turn, interleaved with the
+/// sockets already open.
+const ACCEPTS_PER_TURN: usize = 1;
 /// epoll events fetched per poll.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -315,30 +319,42 @@ impl Reactor {
         }
     }
 
-    /// Accepts up to the budget; if connections may remain, the listener stays scheduled.
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections. The listener is level-triggered: if
+    /// more wait, the next poll reports it again, so there is no `accept` that only returns
+    /// `EAGAIN`. While it must leave connections in the backlog (backing off, or at
+    /// `max_connections`) its readiness reports are turned off; whatever ends that state
+    /// schedules the listener, which turns them back on here.
     fn accept(&mut self, id: ListenerId) {
         let Ok(slot) = self.cx.listener_mut(id) else {
             return;
         };
         slot.scheduled = false;
-        if slot.backoff.is_some() {
-            return;
-        }
-        for _ in 0..ACCEPT_BUDGET {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Ok(slot) = self.cx.listener_mut(id) else {
+                return;
+            };
+            if slot.listener.is_none() {
+                return;
+            }
+            let full = slot
+                .options
+                .max_connections
+                .is_some_and(|max| slot.connections >= max);
+            if full || slot.backoff.is_some() {
+                // Left in the backlog; the close that frees a place (or the retry timer)
+                // schedules this listener again.
+                self.cx.set_listener_interest(id, false);
+                return;
+            }
+            if !slot.interested {
+                self.cx.set_listener_interest(id, true);
+            }
             let Ok(slot) = self.cx.listener_mut(id) else {
                 return;
             };
             let Some(listener) = &slot.listener else {
                 return;
             };
-            if slot
-                .options
-                .max_connections
-                .is_some_and(|max| slot.connections >= max)
-            {
-                // Left in the backlog; the close that frees a place schedules this listener.
-                return;
-            }
             match listener.accept() {
                 Ok((stream, _)) => {
                     let options = slot.options.clone();
@@ -349,15 +365,19 @@ impl Reactor {
                             slot.connections -= 1;
                         }
                     }
+                    if options.max_connections.is_some_and(|max| {
+                        self.cx.listener_mut(id).is_ok_and(|l| l.connections >= max)
+                    }) {
+                        self.cx.set_listener_interest(id, false);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if sys::is_transient_accept_error(&e) => {}
                 Err(e) => {
-                    // Either way the pending connection stays in the backlog and brings no new
-                    // edge: retrying at once would spin, not retrying would stall the listener
-                    // for good. Pause accepting and retry on a timer (or when a socket closes
-                    // and frees an fd). Running out of fds is expected under load; anything
-                    // else is also reported to the program.
+                    // The pending connection stays in the backlog: retrying at once would
+                    // spin. Pause accepting and retry on a timer (or when a socket closes and
+                    // frees an fd). Running out of fds is expected under load; anything else
+                    // is also reported to the program.
                     let retry = self.cx.options.accept_retry;
                     if sys::is_fd_exhaustion(&e) {
                         log::warn!("{id}: accept: {e}; retrying in {retry:?}");
@@ -373,14 +393,10 @@ impl Reactor {
                     if let Ok(slot) = self.cx.listener_mut(id) {
                         slot.backoff = Some(timer);
                     }
+                    self.cx.set_listener_interest(id, false);
                     return;
                 }
             }
-        }
-        // Budget spent: come back next turn (with a zero poll timeout) for the rest.
-        if let Ok(slot) = self.cx.listener_mut(id) {
-            slot.scheduled = true;
-            self.cx.ready_listeners.push(id);
         }
     }
 

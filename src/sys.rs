@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -35,6 +36,57 @@ pub(crate) fn close(stream: TcpStream, reset: bool) {
         let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     }
     drop(stream);
+}
+
+/// Registers a listener with the poller **level-triggered** (mio only offers edge-triggered
+/// registrations): while connections wait in the backlog every poll reports the listener, so
+/// the loop can accept one per turn and never call `accept` just to learn the backlog is
+/// empty. That last `accept` is not cheap — Linux allocates a socket inode before it finds
+/// nothing to accept — and with edge-triggered readiness it is needed after every burst,
+/// which under connection churn means once per connection. (nginx drives its listeners the
+/// same way.) `interested == false` keeps the registration but reports nothing: a listener
+/// that must leave connections in the backlog (at `max_connections`, backing off after fd
+/// exhaustion) would otherwise wake every poll.
+///
+/// The event's data is the mio token, so `mio::Poll` delivers these events like its own.
+pub(crate) fn register_listener(
+    poller: BorrowedFd<'_>,
+    listener: &TcpListener,
+    token: mio::Token,
+    interested: bool,
+) -> io::Result<()> {
+    epoll_ctl(poller, libc::EPOLL_CTL_ADD, listener, token, interested)
+}
+
+/// Turns a listener's level-triggered interest on or off (see [`register_listener`]).
+pub(crate) fn set_listener_interest(
+    poller: BorrowedFd<'_>,
+    listener: &TcpListener,
+    token: mio::Token,
+    interested: bool,
+) -> io::Result<()> {
+    epoll_ctl(poller, libc::EPOLL_CTL_MOD, listener, token, interested)
+}
+
+fn epoll_ctl(
+    poller: BorrowedFd<'_>,
+    op: libc::c_int,
+    listener: &TcpListener,
+    token: mio::Token,
+    interested: bool,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: if interested { libc::EPOLLIN as u32 } else { 0 },
+        u64: token.0 as u64,
+    };
+    // SAFETY: both fds are open for the duration of the call (borrowed), and `event` is a
+    // valid, initialised epoll_event that the kernel only reads.
+    let rc = unsafe { libc::epoll_ctl(poller.as_raw_fd(), op, listener.as_raw_fd(), &mut event) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A non-blocking listening socket with `SO_REUSEADDR` and the given backlog.

@@ -404,6 +404,40 @@ fn max_connections_leaves_extra_connections_unaccepted_until_a_place_frees() {
     assert_no_live_socket(&reactor);
 }
 
+/// A listener is level-triggered (no `accept` only to hear `EAGAIN`); at `max_connections`
+/// with a connection waiting in its backlog it must stop being reported, or every poll
+/// would return at once and the loop would spin. Polls with nothing to do block for their
+/// whole timeout (a lower bound only: a slow machine makes them longer, never shorter).
+#[test]
+fn listener_at_max_connections_lets_the_loop_sleep() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new().max_connections(Some(1)));
+    let _a = peer(addr);
+    let b = peer(addr);
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 1);
+    const POLLS: u32 = 5;
+    const TIMEOUT: Duration = Duration::from_millis(40);
+    let start = Instant::now();
+    for _ in 0..POLLS {
+        reactor.run_once(&mut h, Some(TIMEOUT)).unwrap();
+    }
+    let slept = start.elapsed();
+    assert!(
+        slept >= TIMEOUT * (POLLS - 1),
+        "{POLLS} polls with nothing to do returned after {slept:?}: the full listener still wakes the loop"
+    );
+    assert_eq!(h.sockets().len(), 1, "the second waits in the backlog");
+    // A place frees up: the waiting connection is accepted.
+    reactor.destroy(h.sockets()[0]).unwrap();
+    run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 2);
+    drop(b);
+    for id in reactor.socket_ids() {
+        reactor.destroy(id).unwrap();
+    }
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_no_live_socket(&reactor);
+}
+
 /// Found by the `reactor` fuzz target: the listener's `Close` must come after the `Close` of
 /// its last socket, also when that socket is destroyed in the same turn.
 #[test]
