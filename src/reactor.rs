@@ -28,12 +28,17 @@ const WAKER_TOKEN: u32 = 1;
 /// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
 /// few syscalls, allocated once per reactor (no allocation per read).
 const READ_BUFFER: usize = 64 * 1024;
-/// Connections one listener may accept per turn. One, as nginx does by default: the listener
-/// is level-triggered, so waiting connections are reported again next turn, and stopping
-/// after one spares the `accept` that would only find the backlog empty (see
-/// `sys::register_listener`). A burst is accepted at one per turn, interleaved with the
-/// sockets already open.
-const ACCEPTS_PER_TURN: usize = 1;
+/// Connections one listener may accept in a turn that follows a long one (see [`LONG_TURN`]);
+/// otherwise it accepts one. One is what nginx does by default: listeners are level-triggered,
+/// so waiting connections are reported again next turn, and stopping after one spares the
+/// `accept` that would only find the backlog empty (see `sys::register_listener`) — under
+/// connection churn that is one `accept4` per connection. But a turn can be long (heavy
+/// handlers, many busy sockets), and one accept per long turn would let a burst of connects
+/// wait for seconds: after such a turn the backlog is drained, up to this many, and the one
+/// `EAGAIN` that ends it is cheap next to the turn.
+const ACCEPT_BATCH: usize = 128;
+/// A turn that worked this long (from its poll's return to the next poll) is long.
+const LONG_TURN: Duration = Duration::from_millis(1);
 /// epoll events fetched per poll.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -66,6 +71,9 @@ pub struct Reactor {
     /// The sockets and listeners serviced this turn (kept to reuse their allocations).
     socket_batch: Vec<SocketId>,
     listener_batch: Vec<ListenerId>,
+    /// Connections each ready listener may accept this turn: 1, or [`ACCEPT_BATCH`] after a
+    /// long turn.
+    accepts_per_turn: usize,
     /// SIGINT/SIGTERM, when [`shutdown_on_signals`](Reactor::shutdown_on_signals) was called,
     /// with the grace period to give.
     signals: Option<(Signals, Duration)>,
@@ -127,6 +135,7 @@ impl Reactor {
             fired: Vec::new(),
             socket_batch: Vec::new(),
             listener_batch: Vec::new(),
+            accepts_per_turn: 1,
             signals: None,
             waker: None,
         })
@@ -189,6 +198,14 @@ impl Reactor {
         let busy = !self.cx.ready.is_empty()
             || !self.cx.ready_listeners.is_empty()
             || !self.cx.queue.is_empty();
+        // How long the last turn worked, from its poll's return to now: after a long one,
+        // connections may have piled up in the backlogs and are accepted in a batch.
+        let before_poll = self.cx.clock.now();
+        self.accepts_per_turn = if before_poll.saturating_duration_since(self.cx.now) >= LONG_TURN {
+            ACCEPT_BATCH
+        } else {
+            1
+        };
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -196,7 +213,7 @@ impl Reactor {
                 .cx
                 .timers
                 .next_wakeup()
-                .map(|at| at.saturating_duration_since(self.cx.clock.now()));
+                .map(|at| at.saturating_duration_since(before_poll));
             match (timeout, until_timer) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -319,9 +336,9 @@ impl Reactor {
         }
     }
 
-    /// Accepts up to [`ACCEPTS_PER_TURN`] connections. The listener is level-triggered: if
-    /// more wait, the next poll reports it again, so there is no `accept` that only returns
-    /// `EAGAIN`. While it must leave connections in the backlog (backing off, or at
+    /// Accepts one connection, or up to [`ACCEPT_BATCH`] after a long turn. The listener is
+    /// level-triggered: if more wait, the next poll reports it again, so short turns make no
+    /// `accept` that only returns `EAGAIN`. While it must leave connections in the backlog (backing off, or at
     /// `max_connections`) its readiness reports are turned off; whatever ends that state
     /// schedules the listener, which turns them back on here.
     fn accept(&mut self, id: ListenerId) {
@@ -329,7 +346,7 @@ impl Reactor {
             return;
         };
         slot.scheduled = false;
-        for _ in 0..ACCEPTS_PER_TURN {
+        for _ in 0..self.accepts_per_turn {
             let Ok(slot) = self.cx.listener_mut(id) else {
                 return;
             };

@@ -404,6 +404,40 @@ fn max_connections_leaves_extra_connections_unaccepted_until_a_place_frees() {
     assert_no_live_socket(&reactor);
 }
 
+/// A listener accepts one connection per turn (level-triggered: the rest are reported again,
+/// and no `accept` is made only to hear `EAGAIN`), but after a long turn it drains its
+/// backlog: a burst of connects must not wait one long turn each. The injected clock makes
+/// a turn "long" without sleeping.
+#[test]
+fn listener_accepts_one_per_short_turn_and_drains_after_a_long_one() {
+    let (mut reactor, clock, addr) = manual_server(ListenOptions::new());
+    let peers: Vec<_> = (0..5).map(|_| peer(addr)).collect();
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    let turn = |reactor: &mut Reactor, h: &mut _| {
+        reactor
+            .run_once(h, Some(Duration::from_millis(200)))
+            .unwrap();
+    };
+    turn(&mut reactor, &mut h);
+    assert_eq!(h.sockets().len(), 1, "a short turn accepts one");
+    turn(&mut reactor, &mut h);
+    assert_eq!(h.sockets().len(), 2, "and the next short turn one more");
+    // This turn "worked" 5 ms: the next one accepts everything waiting.
+    clock.advance(Duration::from_millis(5));
+    turn(&mut reactor, &mut h);
+    assert_eq!(
+        h.sockets().len(),
+        5,
+        "after a long turn the backlog is drained"
+    );
+    drop(peers);
+    for id in reactor.socket_ids() {
+        reactor.destroy(id).unwrap();
+    }
+    run_until(&mut reactor, &mut h, |h, _| h.all_closed());
+    assert_no_live_socket(&reactor);
+}
+
 /// A listener is level-triggered (no `accept` only to hear `EAGAIN`); at `max_connections`
 /// with a connection waiting in its backlog it must stop being reported, or every poll
 /// would return at once and the loop would spin. Polls with nothing to do block for their
