@@ -34,7 +34,7 @@
 //! | `HalfClosedLocal(Pending)` | peer FIN | `Closing{Pending, peer_fin: true}` | `End` |
 //! | `HalfClosedLocal(Sent)` | peer FIN | `Destroyed` | `End`, `Close(Graceful)` |
 //! | `HalfClosedLocal(fin)` | `destroy_soon()` | `Closing{fin, peer_fin: false}` | linger deadline armed; input discarded from now |
-//! | `HalfClosedRemote` | `end()` | `Closing{Pending, peer_fin: true}` | FIN-wait deadline armed; FIN once the queue is empty |
+//! | `HalfClosedRemote` | `end()` | `Closing{Pending, peer_fin: true}` | FIN once the queue is empty; FIN-wait deadline armed unless that closed the socket at once |
 //! | `HalfClosedRemote` | `destroy_soon()` | `Closing{Pending, peer_fin: true}` | as `end()`, with the linger deadline instead of the FIN wait (none if the close already completed) |
 //! | `Closing{Pending, true}` | queue empty | `Destroyed` | `Finish`, `Close(Graceful)`: `close` alone sends the FIN (no unread input can exist after the peer's FIN), one syscall instead of two |
 //! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish` |

@@ -317,8 +317,12 @@ impl Conn {
                     fin: Fin::Pending,
                     peer_fin: true,
                 });
-                out.push_back(Action::ArmDeadline(Deadline::FinWait));
                 self.maybe_fin(out);
+                // With nothing queued the close is already done (the echo-server case, once
+                // per connection): no deadline to arm and cancel.
+                if !self.is_destroyed() {
+                    out.push_back(Action::ArmDeadline(Deadline::FinWait));
+                }
             }
             State::Connecting { ending: Some(_) }
             | State::HalfClosedLocal(_)

@@ -676,7 +676,6 @@ fn end_in_every_state() {
         (
             HCR_HALF_OPEN,
             ok(&[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -686,7 +685,6 @@ fn end_in_every_state() {
         (
             HCR_AUTO_END,
             ok(&[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -754,7 +752,6 @@ fn destroy_soon_in_every_state() {
         (
             HCR_HALF_OPEN,
             ok(&[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -764,7 +761,6 @@ fn destroy_soon_in_every_state() {
         (
             HCR_AUTO_END,
             ok(&[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -1043,7 +1039,6 @@ fn after_end_delivered_auto_ends_only_half_closed_remote_without_half_open() {
             assert_eq!(
                 actions,
                 [
-                    "arm FinWait",
                     "emit Finish",
                     "close rst=false",
                     "emit Close(had_error=false, Graceful, unsent=0)"
@@ -1067,7 +1062,6 @@ fn after_end_delivered_is_a_no_op_when_half_open_is_allowed() {
     assert_eq!(
         call(&mut c, |c, o| c.end(o)),
         ok(&[
-            "arm FinWait",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
@@ -1492,7 +1486,6 @@ fn peer_fin_with_empty_queue_auto_ends_and_closes_after_finish() {
     assert_eq!(
         step(&mut c, |c, o| c.after_end_delivered(o)),
         [
-            "arm FinWait",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
@@ -1524,7 +1517,6 @@ fn peer_fin_first_closes_without_a_shutdown_call() {
             half_closed_remote_auto_end,
             |c, o| c.after_end_delivered(o),
             &[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -1535,7 +1527,6 @@ fn peer_fin_first_closes_without_a_shutdown_call() {
             half_closed_remote_half_open,
             |c, o| c.end(o).unwrap(),
             &[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -1547,7 +1538,6 @@ fn peer_fin_first_closes_without_a_shutdown_call() {
             |c, o| c.destroy_soon(o).unwrap(),
             // Closed at once: no linger deadline follows the Close.
             &[
-                "arm FinWait",
                 "emit Finish",
                 "close rst=false",
                 "emit Close(had_error=false, Graceful, unsent=0)",
@@ -2443,7 +2433,6 @@ fn on_written_zero_asks_for_nothing() {
     assert_eq!(
         step(&mut c, |c, o| c.after_end_delivered(o)),
         [
-            "arm FinWait",
             "emit Finish",
             "close rst=false",
             "emit Close(had_error=false, Graceful, unsent=0)"
