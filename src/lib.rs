@@ -96,12 +96,12 @@
 //! connection (listeners are level-triggered, so more waiting ones are reported again next
 //! turn and no `accept` is spent learning the backlog is empty) — or, after a turn that
 //! worked a millisecond or more, drains its backlog (up to 128), so a burst of connects
-//! never waits a long turn each; each ready socket flushes
-//! its queue, then reads until `EAGAIN`, a short read (the next byte brings a new edge, so
-//! the read that would only say `EAGAIN` is skipped), or [`ReactorOptions::read_budget`]
-//! (8 MiB by default: long runs for bulk throughput, bounded so a stream cannot starve the
-//! others). Sockets stay registered for both directions, edge-triggered: no `epoll_ctl` per
-//! turn. See `BENCHMARKS.md` for what these choices measure against raw mio and tokio.
+//! never waits a long turn each; each ready socket flushes its queue, then reads until
+//! `EAGAIN`, a short read (the next byte brings a new edge, so the read that would only say
+//! `EAGAIN` is skipped), or [`ReactorOptions::read_budget`] (8 MiB by default: long runs for
+//! bulk throughput, bounded so a stream cannot starve the others). Sockets stay registered
+//! for both directions, edge-triggered: no `epoll_ctl` per turn. See `BENCHMARKS.md` for
+//! what these choices measure against raw mio and tokio.
 //!
 //! State transitions are logged at `trace` level through the `log` crate (`socket 3.0: Open
 //! => HalfClosedLocal(Pending)`).

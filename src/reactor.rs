@@ -338,9 +338,9 @@ impl Reactor {
 
     /// Accepts one connection, or up to [`ACCEPT_BATCH`] after a long turn. The listener is
     /// level-triggered: if more wait, the next poll reports it again, so short turns make no
-    /// `accept` that only returns `EAGAIN`. While it must leave connections in the backlog (backing off, or at
-    /// `max_connections`) its readiness reports are turned off; whatever ends that state
-    /// schedules the listener, which turns them back on here.
+    /// `accept` that only returns `EAGAIN`. While it must leave connections in the backlog
+    /// (backing off, or at `max_connections`) its readiness reports are turned off; whatever
+    /// ends that state schedules the listener, which turns them back on here.
     fn accept(&mut self, id: ListenerId) {
         let Ok(slot) = self.cx.listener_mut(id) else {
             return;
