@@ -467,11 +467,15 @@ fn run_one(
             "--duration-s".into(),
             secs.to_string(),
         ],
+        // Spread over 8 source addresses: from one, loadgen's own TIME_WAIT sockets run its
+        // ephemeral ports short and cap conn/s at whatever the rounds before left.
         "churn" => vec![
             "--connections".into(),
             cfg.churn_workers.to_string(),
             "--duration-s".into(),
             secs.to_string(),
+            "--source-ips".into(),
+            "8".into(),
         ],
         _ => vec!["--connections".into(), cfg.idle_conns.to_string()],
     };

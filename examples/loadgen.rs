@@ -42,6 +42,11 @@ OPTIONS:
                           (default 268435456 = 256 MiB)
   --duration-s D          pingpong, churn: measured seconds (default 5)
   --size N                pingpong, churn: message size in bytes (default 64)
+  --source-ips N          churn: connect from N loopback addresses 127.0.0.1..N in turn
+                          (default 1: the kernel picks). Each source address has its own
+                          ephemeral ports; with one, loadgen's TIME_WAIT sockets (its side
+                          closes first) can exhaust them and cap conn/s
+                          (needs an IPv4 loopback --connect)
   --server-pid PID        read the server's CPU time (and, for idle, its memory and fds)
                           from /proc/PID
   --timeout-s T           give up (counted as an error) after T seconds (default 120)
@@ -76,6 +81,7 @@ struct Options {
     bytes: u64,
     duration: Duration,
     size: usize,
+    source_ips: u8,
     server_pid: Option<u32>,
     timeout: Duration,
 }
@@ -91,6 +97,7 @@ fn parse() -> Result<Option<Options>, String> {
         bytes: 256 << 20,
         duration: Duration::from_secs(5),
         size: 64,
+        source_ips: 1,
         server_pid: None,
         timeout: Duration::from_secs(120),
     };
@@ -127,6 +134,7 @@ fn parse() -> Result<Option<Options>, String> {
                 o.duration = seconds(args.value().map_err(e)?.parse().map_err(e)?)?
             }
             Long("size") => o.size = args.value().map_err(e)?.parse().map_err(e)?,
+            Long("source-ips") => o.source_ips = args.value().map_err(e)?.parse().map_err(e)?,
             Long("server-pid") => o.server_pid = Some(args.value().map_err(e)?.parse().map_err(e)?),
             Long("timeout-s") => o.timeout = seconds(args.value().map_err(e)?.parse().map_err(e)?)?,
             Short('h') | Long("help") => return Ok(None),
@@ -140,6 +148,12 @@ fn parse() -> Result<Option<Options>, String> {
     }
     if o.size == 0 {
         return Err("--size must be at least 1".into());
+    }
+    if o.source_ips == 0 || o.source_ips == 255 {
+        return Err("--source-ips must be 1..=254".into());
+    }
+    if o.source_ips > 1 && !matches!(o.connect, SocketAddr::V4(a) if a.ip().is_loopback()) {
+        return Err("--source-ips needs an IPv4 loopback --connect address".into());
     }
     Ok(Some(o))
 }
@@ -760,6 +774,9 @@ fn pingpong(o: &Options, r: &mut Report) -> Result<(), BoxError> {
 
 struct Churn {
     addr: SocketAddr,
+    /// Loopback source addresses to rotate over (1: let the kernel pick).
+    source_ips: u8,
+    next_source: u8,
     message: Vec<u8>,
     got: Table<usize>,
     active: usize,
@@ -770,7 +787,13 @@ struct Churn {
 
 impl Churn {
     fn start(&mut self, cx: &mut Context) {
-        match cx.connect(self.addr, ConnectOptions::new()) {
+        let mut options = ConnectOptions::new();
+        if self.source_ips > 1 {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 1 + self.next_source);
+            self.next_source = (self.next_source + 1) % self.source_ips;
+            options = options.local_addr(Some(SocketAddr::from((ip, 0))));
+        }
+        match cx.connect(self.addr, options) {
             Ok(id) => {
                 self.got.insert(id, 0);
                 self.active += 1;
@@ -837,6 +860,8 @@ fn churn(o: &Options, r: &mut Report) -> Result<(), BoxError> {
     let mut reactor = Reactor::new()?;
     let mut h = Churn {
         addr: o.connect,
+        source_ips: o.source_ips,
+        next_source: 0,
         message: (0..o.size).map(|b| (b * 7 + 1) as u8).collect(),
         got: Table::new(),
         active: 0,

@@ -347,13 +347,21 @@ impl Context {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
+        if options
+            .local_addr
+            .is_some_and(|local| local.is_ipv4() != addr.is_ipv4())
+        {
+            return Err(Error::InvalidOption(
+                "local_addr must be of the same address family as the remote address",
+            ));
+        }
         let index = self.sockets.vacant_key();
         let id = SocketId {
             index: index as u32,
             generation: generation_of(&mut self.socket_generations, index),
         };
         let mut slot = Slot::new(Conn::connecting(id, options.conn()), None);
-        let result = TcpStream::connect(addr).and_then(|mut stream| {
+        let result = sys::connect(addr, options.local_addr).and_then(|mut stream| {
             if options.no_delay {
                 stream.set_nodelay(true)?;
             }

@@ -1,5 +1,6 @@
 //! Options for listeners and outgoing connections.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::state::ConnOptions;
@@ -114,6 +115,14 @@ pub struct ConnectOptions {
     pub no_delay: bool,
     /// Give up connecting after this long (default none: the kernel's own SYN retries decide).
     pub connect_timeout: Option<Duration>,
+    /// The local address to connect from (Node's `localAddress` / `localPort`; default none:
+    /// the kernel picks). Port 0 lets the kernel pick the port at connect time, for the
+    /// whole 4-tuple (`IP_BIND_ADDRESS_NO_PORT`), so many connections from one source address
+    /// share the ephemeral ports as they would without binding. Must be of the same family
+    /// as the remote address. A bind that fails (address in use, not local) is reported like
+    /// a failed connect: [`Event::Error`](crate::Event::Error) then
+    /// [`Event::Close`](crate::Event::Close).
+    pub local_addr: Option<SocketAddr>,
 }
 
 impl Default for ConnectOptions {
@@ -123,6 +132,7 @@ impl Default for ConnectOptions {
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             no_delay: true,
             connect_timeout: None,
+            local_addr: None,
         }
     }
 }
@@ -150,6 +160,18 @@ impl ConnectOptions {
     /// Sets [`connect_timeout`](Self::connect_timeout); `None` or zero disarms.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+    /// Sets [`local_addr`](Self::local_addr).
+    ///
+    /// ```
+    /// use finwait::ConnectOptions;
+    /// // Connect from 127.0.0.2, any port.
+    /// let opts = ConnectOptions::new().local_addr(Some("127.0.0.2:0".parse().unwrap()));
+    /// assert_eq!(opts.local_addr, Some("127.0.0.2:0".parse().unwrap()));
+    /// ```
+    pub fn local_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.local_addr = addr;
         self
     }
 

@@ -38,6 +38,42 @@ pub(crate) fn close(stream: TcpStream, reset: bool) {
     drop(stream);
 }
 
+/// A non-blocking connect to `addr`, from `local` when given (see
+/// [`ConnectOptions::local_addr`](crate::ConnectOptions::local_addr)). Returns once the SYN
+/// is on its way; the outcome is reported by the poller.
+pub(crate) fn connect(addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr);
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    if local.port() == 0 {
+        // Choose the port at connect time, unique for the 4-tuple, instead of at bind time,
+        // unique for the local address alone (which would cap a source address at one
+        // ephemeral range of connections in all, TIME_WAIT included). socket2 has no setter
+        // for it. Best effort: without it (Linux < 4.2) the bind still works.
+        let on: libc::c_int = 1;
+        // SAFETY: the fd is open (owned by `socket`), and the option value is a live c_int
+        // whose size is passed along.
+        let _ = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    socket.bind(&local.into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
 /// Registers a listener with the poller **level-triggered** (mio only offers edge-triggered
 /// registrations): while connections wait in the backlog every poll reports the listener, so
 /// the loop can accept one per turn and never call `accept` just to learn the backlog is

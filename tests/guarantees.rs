@@ -597,3 +597,62 @@ fn write_owned_queues_buffers_in_order() {
     assert!(got == parts.concat(), "got {} bytes", got.len());
     assert_no_live_socket(&reactor);
 }
+
+/// `ConnectOptions::local_addr` (Node's `localAddress`): the connection comes from that
+/// address — the accepting side sees it as the peer — and bytes and FIN flow as usual.
+#[test]
+fn connect_from_a_local_address_uses_it() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let source: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let client = reactor
+        .connect(
+            addr,
+            ConnectOptions::new().local_addr(Some(std::net::SocketAddr::new(source, 0))),
+        )
+        .unwrap();
+    let seen = Rc::new(RefCell::new(None));
+    let seen_in = seen.clone();
+    let mut h = recorder(
+        move |cx: &mut Context, id: SocketId, e: &Event<'_>| match e {
+            Event::Accepted(_) => *seen_in.borrow_mut() = Some(cx.peer_addr(id).unwrap()),
+            Event::Connect => cx.end_with(id, b"from .2").unwrap(),
+            _ => {}
+        },
+    );
+    run_until(&mut reactor, &mut h, |h, _| h.closed.len() == 2);
+    let peer = seen.borrow().expect("accepted");
+    assert_eq!(peer.ip(), source);
+    assert_ne!(peer.port(), 0);
+    let server_side = *h.sockets().iter().find(|&&id| id != client).unwrap();
+    assert_eq!(h.data[&server_side], b"from .2");
+    assert_eq!(
+        h.events(client),
+        ["Connect", "Finish", "End", "Close(false, Graceful, 0)"]
+    );
+    assert_no_live_socket(&reactor);
+}
+
+/// A local address that cannot be bound is reported like a failed connect — `Error` then
+/// `Close`, never `connect`'s result — and one of the wrong family is refused at once.
+#[test]
+fn connect_from_a_local_address_in_use_is_error_then_close() {
+    let (mut reactor, _l, addr) = server(ListenOptions::new());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let id = reactor
+        .connect(
+            addr,
+            ConnectOptions::new().local_addr(Some(taken.local_addr().unwrap())),
+        )
+        .unwrap();
+    let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
+    run_until(&mut reactor, &mut h, |h, _| !h.closed.is_empty());
+    assert_eq!(h.events(id), ["Error(AddrInUse)", "Close(true, Error, 0)"]);
+    assert!(matches!(
+        reactor.connect(
+            addr,
+            ConnectOptions::new().local_addr(Some("[::1]:0".parse().unwrap()))
+        ),
+        Err(Error::InvalidOption(_))
+    ));
+    assert_no_live_socket(&reactor);
+}
