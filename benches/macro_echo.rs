@@ -92,13 +92,15 @@ fn main() -> ExitCode {
         .filter(|bin| !examples.join(bin).exists())
         .collect();
     if !missing.is_empty() {
-        eprintln!(
-            "macro_echo: missing {} in {}\nbuild them first (same CARGO_TARGET_DIR):\n  \
+        // `cargo bench` does not build examples. Skip instead of failing, so a plain
+        // `cargo bench` still runs the micro benchmarks after this one.
+        println!(
+            "macro_echo: skipped: {} not built in {}\nbuild them first (same CARGO_TARGET_DIR):\n  \
              cargo build --release --examples\nor run scripts/bench.sh",
             missing.join(", "),
             examples.display()
         );
-        return ExitCode::FAILURE;
+        return ExitCode::SUCCESS;
     }
     raise_fd_limit();
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
