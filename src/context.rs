@@ -64,6 +64,15 @@ pub(crate) struct ListenerSlot {
     pub(crate) shutting_down: bool,
 }
 
+impl ListenerSlot {
+    /// At `max_connections`: further connections are left in the kernel backlog.
+    pub(crate) fn is_full(&self) -> bool {
+        self.options
+            .max_connections
+            .is_some_and(|max| self.connections >= max)
+    }
+}
+
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TimerKey {
@@ -320,10 +329,7 @@ impl Context {
     }
 
     pub(crate) fn listener_mut(&mut self, id: ListenerId) -> Result<&mut ListenerSlot> {
-        match self.listeners.get_mut(id.index()) {
-            Some(slot) if self.listener_generations[id.index()] == id.generation => Ok(slot),
-            _ => Err(Error::StaleId),
-        }
+        listener_in(&mut self.listeners, &self.listener_generations, id)
     }
 
     pub(crate) fn maybe_listener_closed(&mut self, id: ListenerId) {
@@ -737,12 +743,7 @@ impl Context {
     /// must leave connections in the backlog, or its level-triggered readiness would wake
     /// every poll.
     pub(crate) fn set_listener_interest(&mut self, id: ListenerId, interested: bool) {
-        let registry = &self.registry;
-        let Some(slot) = self
-            .listeners
-            .get_mut(id.index())
-            .filter(|_| self.listener_generations[id.index()] == id.generation)
-        else {
+        let Ok(slot) = listener_in(&mut self.listeners, &self.listener_generations, id) else {
             return;
         };
         if slot.interested == interested {
@@ -752,7 +753,7 @@ impl Context {
             return;
         };
         match sys::set_listener_interest(
-            registry.as_fd(),
+            self.registry.as_fd(),
             listener,
             TokenKind::Listener(id).to_token(),
             interested,
@@ -880,13 +881,9 @@ impl Context {
                     if let Some(lid) = listener {
                         let mut reaccept = false;
                         if let Ok(l) = self.listener_mut(lid) {
-                            l.connections -= 1;
                             // A listener held at max_connections may take the next one now.
-                            reaccept = l
-                                .options
-                                .max_connections
-                                .is_some_and(|m| l.connections + 1 == m)
-                                && l.listener.is_some();
+                            reaccept = l.is_full() && l.listener.is_some();
+                            l.connections -= 1;
                         }
                         if reaccept {
                             self.schedule_listener(lid);
@@ -1012,6 +1009,18 @@ pub(crate) fn slot_in<'a>(
     id: SocketId,
 ) -> Result<&'a mut Slot> {
     match sockets.get_mut(id.index()) {
+        Some(slot) if generations[id.index()] == id.generation => Ok(slot),
+        _ => Err(Error::StaleId),
+    }
+}
+
+/// [`slot_in`] for listeners.
+pub(crate) fn listener_in<'a>(
+    listeners: &'a mut Slab<ListenerSlot>,
+    generations: &[u32],
+    id: ListenerId,
+) -> Result<&'a mut ListenerSlot> {
+    match listeners.get_mut(id.index()) {
         Some(slot) if generations[id.index()] == id.generation => Ok(slot),
         _ => Err(Error::StaleId),
     }

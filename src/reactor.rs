@@ -71,9 +71,6 @@ pub struct Reactor {
     /// The sockets and listeners serviced this turn (kept to reuse their allocations).
     socket_batch: Vec<SocketId>,
     listener_batch: Vec<ListenerId>,
-    /// Connections each ready listener may accept this turn: 1, or [`ACCEPT_BATCH`] after a
-    /// long turn.
-    accepts_per_turn: usize,
     /// SIGINT/SIGTERM, when [`shutdown_on_signals`](Reactor::shutdown_on_signals) was called,
     /// with the grace period to give.
     signals: Option<(Signals, Duration)>,
@@ -135,7 +132,6 @@ impl Reactor {
             fired: Vec::new(),
             socket_batch: Vec::new(),
             listener_batch: Vec::new(),
-            accepts_per_turn: 1,
             signals: None,
             waker: None,
         })
@@ -201,7 +197,7 @@ impl Reactor {
         // How long the last turn worked, from its poll's return to now: after a long one,
         // connections may have piled up in the backlogs and are accepted in a batch.
         let before_poll = self.cx.clock.now();
-        self.accepts_per_turn = if before_poll.saturating_duration_since(self.cx.now) >= LONG_TURN {
+        let accepts = if before_poll.saturating_duration_since(self.cx.now) >= LONG_TURN {
             ACCEPT_BATCH
         } else {
             1
@@ -288,7 +284,7 @@ impl Reactor {
         let mut listeners = std::mem::take(&mut self.listener_batch);
         std::mem::swap(&mut listeners, &mut self.cx.ready_listeners);
         for &id in &listeners {
-            self.accept(id);
+            self.accept(id, accepts);
         }
         listeners.clear();
         self.listener_batch = listeners;
@@ -336,28 +332,24 @@ impl Reactor {
         }
     }
 
-    /// Accepts one connection, or up to [`ACCEPT_BATCH`] after a long turn. The listener is
+    /// Accepts up to `limit` connections: one, or [`ACCEPT_BATCH`] after a long turn. The listener is
     /// level-triggered: if more wait, the next poll reports it again, so short turns make no
     /// `accept` that only returns `EAGAIN`. While it must leave connections in the backlog
     /// (backing off, or at `max_connections`) its readiness reports are turned off; whatever
     /// ends that state schedules the listener, which turns them back on here.
-    fn accept(&mut self, id: ListenerId) {
+    fn accept(&mut self, id: ListenerId, limit: usize) {
         let Ok(slot) = self.cx.listener_mut(id) else {
             return;
         };
         slot.scheduled = false;
-        for _ in 0..self.accepts_per_turn {
+        for _ in 0..limit {
             let Ok(slot) = self.cx.listener_mut(id) else {
                 return;
             };
             if slot.listener.is_none() {
                 return;
             }
-            let full = slot
-                .options
-                .max_connections
-                .is_some_and(|max| slot.connections >= max);
-            if full || slot.backoff.is_some() {
+            if slot.is_full() || slot.backoff.is_some() {
                 // Left in the backlog; the close that frees a place (or the retry timer)
                 // schedules this listener again.
                 self.cx.set_listener_interest(id, false);
@@ -382,9 +374,7 @@ impl Reactor {
                             slot.connections -= 1;
                         }
                     }
-                    if options.max_connections.is_some_and(|max| {
-                        self.cx.listener_mut(id).is_ok_and(|l| l.connections >= max)
-                    }) {
+                    if self.cx.listener_mut(id).is_ok_and(|l| l.is_full()) {
                         self.cx.set_listener_interest(id, false);
                     }
                 }
