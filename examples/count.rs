@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
@@ -34,41 +33,22 @@ decimal and a newline, then FIN. Nothing is written before the peer's FIN.
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
 ";
 
-struct Options {
-    listen: SocketAddr,
-    shutdown_ms: u64,
-}
-
-fn parse() -> Result<Option<Options>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut o = Options {
-        listen: common::DEFAULT_LISTEN.parse().unwrap(),
-        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
-    };
-    let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = args.next()? {
-        match arg {
-            Long("listen") => o.listen = args.value()?.parse()?,
-            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    Ok(Some(o))
+/// count has no options of its own.
+fn parse() -> Result<Option<common::Server>, lexopt::Error> {
+    Ok(common::parse_args((), |_, _, _| Ok(false))?.map(|(server, ())| server))
 }
 
 fn main() -> ExitCode {
     common::main("count", HELP, parse, serve)
 }
 
-fn serve(o: Options) -> finwait::Result<()> {
+fn serve(server: common::Server) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
     common::listen(
         &mut reactor,
-        o.listen,
+        &server,
         // The peer's FIN must not end our side: the answer comes after it.
         ListenOptions::new().allow_half_open(true),
-        o.shutdown_ms,
     )?;
     reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
         // `Data` needs no code: the reactor already counts every byte it reads

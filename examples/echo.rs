@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,43 +33,31 @@ Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug
 ";
 
 struct Options {
-    listen: SocketAddr,
     idle_timeout_ms: u64,
-    shutdown_ms: u64,
 }
 
-fn parse() -> Result<Option<Options>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut o = Options {
-        listen: common::DEFAULT_LISTEN.parse().unwrap(),
-        idle_timeout_ms: 0,
-        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
-    };
-    let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = args.next()? {
-        match arg {
-            Long("listen") => o.listen = args.value()?.parse()?,
-            Long("idle-timeout-ms") => o.idle_timeout_ms = args.value()?.parse()?,
-            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected()),
+fn parse() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
+    use lexopt::ValueExt;
+    common::parse_args(Options { idle_timeout_ms: 0 }, |o, name, args| {
+        match name {
+            "idle-timeout-ms" => o.idle_timeout_ms = args.value()?.parse()?,
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 fn main() -> ExitCode {
     common::main("echo", HELP, parse, serve)
 }
 
-fn serve(o: Options) -> finwait::Result<()> {
+fn serve((server, o): (common::Server, Options)) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
     let idle = (o.idle_timeout_ms > 0).then(|| Duration::from_millis(o.idle_timeout_ms));
     common::listen(
         &mut reactor,
-        o.listen,
+        &server,
         ListenOptions::new().idle_timeout(idle),
-        o.shutdown_ms,
     )?;
     reactor.run(
         &mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
@@ -34,38 +33,30 @@ Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug
 ";
 
 struct Options {
-    listen: SocketAddr,
     message: String,
-    shutdown_ms: u64,
 }
 
-fn parse() -> Result<Option<Options>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut o = Options {
-        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+fn parse() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
+    use lexopt::ValueExt;
+    let defaults = Options {
         message: "Goodbye\n".to_string(),
-        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
     };
-    let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = args.next()? {
-        match arg {
-            Long("listen") => o.listen = args.value()?.parse()?,
-            Long("message") => o.message = args.value()?.string()?,
-            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected()),
+    common::parse_args(defaults, |o, name, args| {
+        match name {
+            "message" => o.message = args.value()?.string()?,
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 fn main() -> ExitCode {
     common::main("goodbye", HELP, parse, serve)
 }
 
-fn serve(o: Options) -> finwait::Result<()> {
+fn serve((server, o): (common::Server, Options)) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
-    common::listen(&mut reactor, o.listen, ListenOptions::new(), o.shutdown_ms)?;
+    common::listen(&mut reactor, &server, ListenOptions::new())?;
     let message = o.message.into_bytes();
     reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
         if let Event::Accepted(_) = event {

@@ -40,22 +40,12 @@ A FIN from either side is forwarded (after all data before it); an RST or error 
 side resets the other; an unreachable upstream resets the client.
 ";
 
-struct Options {
-    listen: SocketAddr,
-    upstream: SocketAddr,
-    shutdown_ms: u64,
-}
-
-fn parse() -> Result<Option<Options>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut listen: SocketAddr = common::DEFAULT_LISTEN.parse().unwrap();
-    let mut upstream = None;
-    let mut shutdown_ms = common::DEFAULT_SHUTDOWN_MS;
-    let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = args.next()? {
-        match arg {
-            Long("listen") => listen = args.value()?.parse()?,
-            Long("upstream") => {
+/// The upstream, the one option of proxy's own.
+fn parse() -> Result<Option<(common::Server, SocketAddr)>, lexopt::Error> {
+    use lexopt::ValueExt;
+    let parsed = common::parse_args(None, |upstream, name, args| {
+        match name {
+            "upstream" => {
                 let value = args.value()?.string()?;
                 // Resolved once, at start-up: a host name is looked up here, not per connection.
                 let addr = value
@@ -63,19 +53,17 @@ fn parse() -> Result<Option<Options>, lexopt::Error> {
                     .map_err(|e| format!("--upstream {value}: {e}"))?
                     .next()
                     .ok_or_else(|| format!("--upstream {value}: no address"))?;
-                upstream = Some(addr);
+                *upstream = Some(addr);
             }
-            Long("shutdown-timeout-ms") => shutdown_ms = args.value()?.parse()?,
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
+    let Some((server, upstream)) = parsed else {
+        return Ok(None);
+    };
     let upstream = upstream.ok_or("--upstream HOST:PORT is required")?;
-    Ok(Some(Options {
-        listen,
-        upstream,
-        shutdown_ms,
-    }))
+    Ok(Some((server, upstream)))
 }
 
 fn main() -> ExitCode {
@@ -181,16 +169,15 @@ fn on_close(cx: &mut Context, id: SocketId, other: SocketId, info: CloseInfo) {
     }
 }
 
-fn serve(o: Options) -> finwait::Result<()> {
+fn serve((server, upstream): (common::Server, SocketAddr)) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
     common::listen(
         &mut reactor,
-        o.listen,
+        &server,
         ListenOptions::new().allow_half_open(true),
-        o.shutdown_ms,
     )?;
     let mut proxy = Proxy {
-        upstream: o.upstream,
+        upstream,
         pairs: HashMap::new(),
     };
     reactor

@@ -9,22 +9,55 @@ use std::time::Duration;
 
 use finwait::{ListenOptions, ListenerId, Reactor};
 
-/// `--listen`'s default: loopback, a free port.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
-/// `--shutdown-timeout-ms`'s default.
-pub const DEFAULT_SHUTDOWN_MS: u64 = 5000;
+/// The options every example server takes (CONTRACT.md).
+pub struct Server {
+    /// `--listen HOST:PORT` (default loopback, a free port).
+    pub listen: SocketAddr,
+    /// `--shutdown-timeout-ms N` (default 5000).
+    pub shutdown_ms: u64,
+}
+
+/// Parses the command line: `--listen`, `--shutdown-timeout-ms` and `-h`/`--help` here; every
+/// other `--name` goes to `option`, which reads its value from the parser and returns
+/// `Ok(false)` for a name it does not know. `Ok(None)`: help was asked for.
+pub fn parse_args<O>(
+    mut own: O,
+    mut option: impl FnMut(&mut O, &str, &mut lexopt::Parser) -> Result<bool, lexopt::Error>,
+) -> Result<Option<(Server, O)>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut server = Server {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_ms: 5000,
+    };
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("listen") => server.listen = args.value()?.parse()?,
+            Long("shutdown-timeout-ms") => server.shutdown_ms = args.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            Long(name) => {
+                let name = name.to_owned();
+                if !option(&mut own, &name, &mut args)? {
+                    return Err(lexopt::Error::UnexpectedOption(format!("--{name}")));
+                }
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some((server, own)))
+}
 
 /// Listens, prints exactly `listening on IP:PORT` (flushed, so a parent process reading the
 /// pipe sees it at once), and turns SIGTERM/SIGINT into a graceful shutdown: stop accepting,
-/// `end()` every connection, destroy what is left after `shutdown_ms`, and let `run` return.
+/// `end()` every connection, destroy what is left after `--shutdown-timeout-ms`, and let
+/// `run` return.
 pub fn listen(
     reactor: &mut Reactor,
-    addr: SocketAddr,
+    server: &Server,
     options: ListenOptions,
-    shutdown_ms: u64,
 ) -> finwait::Result<ListenerId> {
-    reactor.shutdown_on_signals(Duration::from_millis(shutdown_ms))?;
-    let listener = reactor.listen(addr, options)?;
+    reactor.shutdown_on_signals(Duration::from_millis(server.shutdown_ms))?;
+    let listener = reactor.listen(server.listen, options)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", reactor.listener_addr(listener)?)?;
     out.flush()?;

@@ -29,7 +29,6 @@ mod common;
 mod request;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -63,32 +62,24 @@ Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug
 const BODY: &[u8] = b"Hello, World!\n";
 
 struct Options {
-    listen: SocketAddr,
     idle_timeout_ms: u64,
     header_timeout_ms: u64,
-    shutdown_ms: u64,
 }
 
-fn parse_args() -> Result<Option<Options>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut o = Options {
-        listen: common::DEFAULT_LISTEN.parse().unwrap(),
+fn parse_args() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
+    use lexopt::ValueExt;
+    let defaults = Options {
         idle_timeout_ms: 5000,
         header_timeout_ms: 10_000,
-        shutdown_ms: common::DEFAULT_SHUTDOWN_MS,
     };
-    let mut args = lexopt::Parser::from_env();
-    while let Some(arg) = args.next()? {
-        match arg {
-            Long("listen") => o.listen = args.value()?.parse()?,
-            Long("idle-timeout-ms") => o.idle_timeout_ms = args.value()?.parse()?,
-            Long("header-timeout-ms") => o.header_timeout_ms = args.value()?.parse()?,
-            Long("shutdown-timeout-ms") => o.shutdown_ms = args.value()?.parse()?,
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected()),
+    common::parse_args(defaults, |o, name, args| {
+        match name {
+            "idle-timeout-ms" => o.idle_timeout_ms = args.value()?.parse()?,
+            "header-timeout-ms" => o.header_timeout_ms = args.value()?.parse()?,
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 fn main() -> ExitCode {
@@ -388,16 +379,11 @@ fn finish(cx: &mut Context, id: SocketId, c: &mut Conn) {
     let _ = cx.end(id);
 }
 
-fn serve(o: Options) -> finwait::Result<()> {
+fn serve((args, o): (common::Server, Options)) -> finwait::Result<()> {
     let mut reactor = Reactor::new()?;
     let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
     let idle = ms(o.idle_timeout_ms);
-    common::listen(
-        &mut reactor,
-        o.listen,
-        ListenOptions::new().idle_timeout(idle),
-        o.shutdown_ms,
-    )?;
+    common::listen(&mut reactor, &args, ListenOptions::new().idle_timeout(idle))?;
     let mut server = Server {
         idle,
         header: ms(o.header_timeout_ms),
