@@ -488,7 +488,6 @@ impl Context {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => failed = Some(e),
             }
         }
@@ -806,6 +805,10 @@ impl Context {
                 }
             }
             TimerKey::Deadline(id, which) => {
+                // A reset that arrived is older news than a deadline due now: report it.
+                if self.surface_pending_error(id) {
+                    return;
+                }
                 let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id) else {
                     return;
                 };
@@ -820,6 +823,7 @@ impl Context {
                         Some(lid) => self.slot(id).is_ok_and(|s| s.listener == Some(lid)),
                     };
                     if in_scope
+                        && !self.surface_pending_error(id)
                         && let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id)
                     {
                         slot.conn.on_deadline(Deadline::Shutdown, &mut self.actions);
@@ -834,6 +838,28 @@ impl Context {
                 self.schedule_listener(lid);
             }
         }
+    }
+
+    /// If epoll reported an error on this socket (`EPOLLERR`), takes the pending socket error
+    /// and, when there is one, destroys the socket with it (a reset is reported as
+    /// [`CloseReason::PeerReset`](crate::CloseReason::PeerReset)). This is how a reset reaches
+    /// a socket that nothing reads or writes — paused, after the peer's FIN, with an empty
+    /// queue — and it costs a syscall only for sockets that had such a report. Returns whether
+    /// the socket is destroyed now.
+    pub(crate) fn surface_pending_error(&mut self, id: SocketId) -> bool {
+        let Ok(slot) = slot_in(&mut self.sockets, &self.socket_generations, id) else {
+            return false;
+        };
+        if !slot.error_hint || slot.conn.is_destroyed() {
+            return false;
+        }
+        slot.error_hint = false;
+        let Some(error) = slot.stream.as_ref().and_then(sys::take_error) else {
+            return false;
+        };
+        slot.conn.on_io_error(error, &mut self.actions);
+        self.apply(id);
+        true
     }
 
     pub(crate) fn schedule(&mut self, id: SocketId) {
@@ -945,7 +971,6 @@ impl Context {
                     slot.writable = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => slot.conn.on_io_error(e, &mut self.actions),
             }
             self.apply(id);

@@ -364,8 +364,8 @@ impl Reactor {
             let Some(listener) = &slot.listener else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, _)) => {
+            match sys::accept(listener) {
+                Ok(stream) => {
                     let options = slot.options.clone();
                     slot.connections += 1;
                     if let Err(e) = self.cx.adopt(stream, id, &options) {
@@ -421,6 +421,13 @@ impl Reactor {
         self.cx.flush(id);
         self.deliver(handler);
         self.read(id, handler);
+        // An error report that neither the flush nor the reads surfaced — the socket is
+        // paused, past the peer's FIN, or had nothing to write — is acted on now, unless the
+        // socket still has input to read first (over its budget: it is scheduled again, and
+        // its data comes before the reset).
+        if self.cx.slot(id).is_ok_and(|s| !s.scheduled) {
+            self.cx.surface_pending_error(id);
+        }
     }
 
     fn finish_connect(&mut self, id: SocketId) {
@@ -474,16 +481,8 @@ impl Reactor {
                     slot.readable = false;
                     // A FIN followed by an RST reads as a plain EOF (the FIN sets SOCK_DONE);
                     // only the pending socket error tells the reset apart.
-                    // Linux records an RST received after the FIN as EPIPE (the socket was in
-                    // CLOSE_WAIT); it is still the peer's reset, so say so.
-                    let reset = if slot.error_hint {
-                        stream.take_error().ok().flatten().map(|e| {
-                            if e.kind() == io::ErrorKind::BrokenPipe {
-                                io::Error::from_raw_os_error(libc::ECONNRESET)
-                            } else {
-                                e
-                            }
-                        })
+                    let reset = if std::mem::take(&mut slot.error_hint) {
+                        sys::take_error(stream)
                     } else {
                         None
                     };
@@ -513,7 +512,6 @@ impl Reactor {
                     slot.readable = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     slot.conn.on_io_error(e, &mut cx.actions);
                     cx.apply(id);

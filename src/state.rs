@@ -374,8 +374,7 @@ impl Conn {
         if self.is_destroyed() {
             return Err(Error::Destroyed);
         }
-        let had_error = error.is_some();
-        self.close(CloseReason::LocalDestroy, had_error, error, false, out);
+        self.close(CloseReason::LocalDestroy, error, out);
         Ok(())
     }
 
@@ -384,7 +383,7 @@ impl Conn {
         if self.is_destroyed() {
             return Err(Error::Destroyed);
         }
-        self.close(CloseReason::LocalReset, false, None, true, out);
+        self.close(CloseReason::LocalReset, None, out);
         Ok(())
     }
 
@@ -449,7 +448,7 @@ impl Conn {
             }
             State::HalfClosedLocal(Fin::Sent) => {
                 out.push_back(Action::Emit(Event::End));
-                self.close(CloseReason::Graceful, false, None, false, out);
+                self.close(CloseReason::Graceful, None, out);
             }
             State::Closing {
                 fin: Fin::Pending,
@@ -461,7 +460,7 @@ impl Conn {
             State::Closing {
                 fin: Fin::Sent,
                 peer_fin: false,
-            } => self.close(CloseReason::Graceful, false, None, false, out),
+            } => self.close(CloseReason::Graceful, None, out),
             // No read happens in these states; a stray EOF changes nothing.
             State::Connecting { .. }
             | State::HalfClosedRemote
@@ -510,7 +509,7 @@ impl Conn {
             // unread input can turn `close` into an RST: `close` alone sends the FIN, one
             // syscall instead of `shutdown` + `close` for every connection the peer ends first.
             out.push_back(Action::Emit(Event::Finish));
-            self.close(CloseReason::Graceful, false, None, false, out);
+            self.close(CloseReason::Graceful, None, out);
         } else {
             out.push_back(Action::Shutdown);
         }
@@ -531,7 +530,7 @@ impl Conn {
                 peer_fin: true,
             } => {
                 out.push_back(Action::Emit(Event::Finish));
-                self.close(CloseReason::Graceful, false, None, false, out);
+                self.close(CloseReason::Graceful, None, out);
             }
             State::Closing {
                 fin: Fin::Pending,
@@ -559,7 +558,7 @@ impl Conn {
             | io::ErrorKind::ConnectionAborted => CloseReason::PeerReset,
             _ => CloseReason::Error,
         };
-        self.close(reason, true, Some(Error::Io(error)), false, out);
+        self.close(reason, Some(Error::Io(error)), out);
     }
 
     /// A deadline armed through [`Action::ArmDeadline`] ran out. Ignored when the state has
@@ -588,25 +587,25 @@ impl Conn {
             });
             // A connect that timed out failed (Node: error + close(true)); the other deadlines
             // end sockets the program already let go of, so they close without an error event.
-            let had_error = which == Deadline::Connect;
-            let error = had_error.then_some(error);
-            self.close(CloseReason::Deadline(which), had_error, error, false, out);
+            let error = (which == Deadline::Connect).then_some(error);
+            self.close(CloseReason::Deadline(which), error, out);
         }
     }
 
     /// Closes for good: queue dropped and counted, fd closed, `Error` (if any) then `Close`.
-    fn close(
-        &mut self,
-        reason: CloseReason,
-        had_error: bool,
-        error: Option<Error>,
-        reset: bool,
-        out: &mut Actions,
-    ) {
+    ///
+    /// `had_error` is whether an error is reported (Node's `close(hadError)`). The close sends
+    /// RST — not FIN — when the program asked for it (`reset_and_destroy`) and also whenever
+    /// queued bytes are dropped, whatever the reason: a FIN after a truncated stream would let
+    /// the peer take it for a complete one (SEMANTICS B2.1, a deliberate difference from
+    /// Node, which closes with a FIN).
+    fn close(&mut self, reason: CloseReason, error: Option<Error>, out: &mut Actions) {
         let unsent = self.queue.clear();
         self.drain_owed = false;
         self.set_state(State::Destroyed);
+        let reset = reason == CloseReason::LocalReset || unsent > 0;
         out.push_back(Action::Close { reset });
+        let had_error = error.is_some();
         if let Some(e) = error {
             out.push_back(Action::Emit(Event::Error(e)));
         }

@@ -1,5 +1,22 @@
 //! The syscalls finwait makes on sockets, one function per kind, so each has one place that
 //! decides flags and error handling.
+//!
+//! ## Which errors are retried, and which end a connection
+//!
+//! | syscall | retried here | left to readiness | anything else |
+//! |---|---|---|---|
+//! | `send`/`sendmsg` (`MSG_NOSIGNAL`) | `EINTR` | `EAGAIN`: the rest waits in the queue for the next writable edge | ends the connection: `ECONNRESET`/`EPIPE` as a peer reset, others (`ENOBUFS`, `ENOMEM`, …) as an error; queued bytes are dropped, so the close sends RST |
+//! | `recv` | `EINTR` | `EAGAIN`: wait for the next readable edge | ends the connection as above; `0` is the peer's FIN, unless `SO_ERROR` holds a reset ([`take_error`]) |
+//! | `shutdown(SHUT_WR)` | `EINTR` | — | `ENOTCONN` means the RST got there first: `SO_ERROR` says which error to report (a reset) |
+//! | `getsockopt(SO_ERROR)` | — | — | read once per `EPOLLERR` report, never per read or write |
+//! | `accept4` | `EINTR` | `EAGAIN`: the backlog is empty | `ECONNABORTED`, `EPROTO`, `EPERM`: that connection only, go on; `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: back off ([`is_fd_exhaustion`]); others back off and are reported |
+//! | `connect` | `EINTR` (mio) | `EINPROGRESS`: completion comes as writability | reported as `Error` + `Close` |
+//! | `close` | never (Linux frees the fd even when `close` says `EINTR`) | — | ignored |
+//!
+//! `EINTR` is retried inside each function, so no caller can lose a wake-up to it: a send
+//! interrupted before it moved a byte is simply made again. (Linux restarts these calls on
+//! its own for handlers installed with `SA_RESTART`, as `signal-hook` does, but a program may
+//! install its own.) Tests inject each retried error through [`faults`] (test builds only).
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -9,23 +26,79 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, SockRef, Socket, Type};
 
+/// Runs `call` again while it fails with `EINTR`.
+fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// `send` with `MSG_NOSIGNAL`: a peer that reset the connection gives `EPIPE` instead of
 /// killing a host program that did not ignore `SIGPIPE`.
 pub(crate) fn send(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
-    SockRef::from(stream).send_with_flags(data, libc::MSG_NOSIGNAL)
+    retry_eintr(|| {
+        faults::check(faults::Call::Send)?;
+        SockRef::from(stream).send_with_flags(data, libc::MSG_NOSIGNAL)
+    })
 }
 
 /// `sendmsg` with several slices and `MSG_NOSIGNAL` (plain `writev` has no flags argument).
 pub(crate) fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    SockRef::from(stream).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+    retry_eintr(|| {
+        faults::check(faults::Call::SendVectored)?;
+        SockRef::from(stream).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+    })
 }
 
 pub(crate) fn recv(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    stream.read(buf)
+    retry_eintr(|| {
+        faults::check(faults::Call::Recv)?;
+        stream.read(buf)
+    })
 }
 
+/// `shutdown(SHUT_WR)`. When the peer's RST got there first the socket is closed and Linux
+/// says `ENOTCONN` (`inet_shutdown`, net/ipv4/af_inet.c) while the reset itself still waits
+/// in `SO_ERROR`: that reset is the error returned. Should `SO_ERROR` be empty, the
+/// connection was still torn down under us, and `ECONNRESET` is the honest name for it.
 pub(crate) fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
-    stream.shutdown(Shutdown::Write)
+    match retry_eintr(|| {
+        faults::check(faults::Call::Shutdown)?;
+        stream.shutdown(Shutdown::Write)
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+            Err(take_error(stream)
+                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ECONNRESET)))
+        }
+        other => other,
+    }
+}
+
+/// Takes the socket's pending error (`SO_ERROR`), if any: after an `EPOLLERR` report this is
+/// how a reset is learnt on a socket that nothing reads or writes (paused, after the peer's
+/// FIN, nothing queued). Linux records an RST received in `CLOSE_WAIT` — after the peer's FIN
+/// — as `EPIPE` (`tcp_reset`, net/ipv4/tcp_input.c); it is still the peer's reset and is
+/// returned as `ECONNRESET`.
+pub(crate) fn take_error(stream: &TcpStream) -> Option<io::Error> {
+    match stream.take_error() {
+        Ok(Some(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+            Some(io::Error::from_raw_os_error(libc::ECONNRESET))
+        }
+        Ok(error) => error,
+        // getsockopt itself failed (it cannot for an open socket): nothing learnt.
+        Err(_) => None,
+    }
+}
+
+/// Accepts one connection from the backlog (non-blocking, `SOCK_CLOEXEC`).
+pub(crate) fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+    retry_eintr(|| {
+        faults::check(faults::Call::Accept)?;
+        listener.accept().map(|(stream, _)| stream)
+    })
 }
 
 /// Closes the fd; with `reset`, `SO_LINGER{on, 0}` first so the kernel sends RST and drops
@@ -163,8 +236,70 @@ pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
 pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
+/// Fault injection for tests: the next calls of a kind fail with a chosen errno before they
+/// reach the kernel. Compiled to nothing outside `cfg(test)`.
+pub(crate) mod faults {
+    use std::io;
+
+    /// The syscalls a test can make fail.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) enum Call {
+        Send,
+        SendVectored,
+        Recv,
+        Shutdown,
+        Accept,
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        static PLAN: std::cell::RefCell<Vec<(Call, i32, usize)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+        static HITS: std::cell::RefCell<Vec<(Call, i32)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Makes the next `times` calls of `call` on this thread fail with `errno`.
+    #[cfg(test)]
+    #[allow(dead_code)] // until the fault tests land
+    pub(crate) fn inject(call: Call, errno: i32, times: usize) {
+        PLAN.with(|p| p.borrow_mut().push((call, errno, times)));
+    }
+
+    /// The injected failures that happened on this thread, oldest first; clears the plan.
+    #[cfg(test)]
+    #[allow(dead_code)] // until the fault tests land
+    pub(crate) fn take_hits() -> Vec<(Call, i32)> {
+        PLAN.with(|p| p.borrow_mut().clear());
+        HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
+    }
+
+    #[cfg(test)]
+    #[inline]
+    pub(super) fn check(call: Call) -> io::Result<()> {
+        let errno = PLAN.with(|p| {
+            let mut plan = p.borrow_mut();
+            let i = plan.iter().position(|&(c, _, n)| c == call && n > 0)?;
+            plan[i].2 -= 1;
+            Some(plan[i].1)
+        });
+        match errno {
+            Some(errno) => {
+                HITS.with(|h| h.borrow_mut().push((call, errno)));
+                Err(io::Error::from_raw_os_error(errno))
+            }
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(super) fn check(_: Call) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -566,10 +566,11 @@ fn apply(
                             r.phase == Phase::ErrorEvent,
                             "step {step}: had_error disagrees with the Error event"
                         );
+                        // B2.1: a close that drops queued bytes sends RST, never FIN.
                         assert_eq!(
                             r.reset,
-                            Some(info.reason == CloseReason::LocalReset),
-                            "step {step}: RST exactly for reset_and_destroy"
+                            Some(info.reason == CloseReason::LocalReset || info.unsent > 0),
+                            "step {step}: RST exactly for reset_and_destroy and truncation"
                         );
                         r.phase = Phase::Closed;
                         r.closes += 1;
