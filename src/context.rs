@@ -520,9 +520,11 @@ impl Context {
         self.end(id)
     }
 
-    /// Closes at once: queued bytes are dropped (counted in [`CloseInfo::unsent`]). The
-    /// kernel sends what it already holds and a FIN — or RST if unread input is pending
-    /// (Linux). No `End`, no `Finish`; `Close` with `had_error == false`.
+    /// Closes at once: queued bytes are dropped (counted in [`CloseInfo::unsent`]). With
+    /// nothing queued the kernel sends what it already holds and a FIN — or RST if unread
+    /// input is pending (Linux). When queued bytes are dropped the close sends RST, so the
+    /// peer sees a reset instead of a clean end of a truncated stream (Node sends FIN). No
+    /// `End`, no `Finish`; `Close` with `had_error == false`.
     ///
     /// [`CloseInfo::unsent`]: crate::CloseInfo::unsent
     pub fn destroy(&mut self, id: SocketId) -> Result<()> {
@@ -552,7 +554,8 @@ impl Context {
     /// the peer feels backpressure.
     ///
     /// While paused, the peer's FIN is not seen either: `End` follows the last `Data`, so it
-    /// comes after `resume`. A paused socket is never held forever by that, though: once the
+    /// comes after `resume`. A peer's reset is different: it is reported at once, paused or
+    /// not (`Error` + `Close(PeerReset)`); input the program had not read yet is lost with it. A paused socket is never held forever by that, though: once the
     /// program has called `end()`, the FIN wait ([`ReactorOptions::fin_wait`]) destroys a
     /// socket that makes no progress, paused or not; and an idle timeout, if armed, keeps
     /// firing. A lingering close (`destroy_soon`) ignores pause and keeps discarding input.

@@ -40,20 +40,24 @@
 //! | `Closing{Pending, false}` | queue empty | `Closing{Sent, false}` | `shutdown(Write)`, `Finish` |
 //! | `Closing{Pending, false}` | peer FIN | `Closing{Pending, true}` | (input was being discarded: no `End`) |
 //! | `Closing{Sent, false}` | peer FIN | `Destroyed` | `Close(Graceful)` |
-//! | any live state | `destroy([err])` | `Destroyed` | [`Error`], `Close(LocalDestroy)`, queue dropped and counted |
+//! | any live state | `destroy([err])` | `Destroyed` | [`Error`], `Close(LocalDestroy)`, queue dropped and counted; RST if that dropped bytes, else FIN |
 //! | any live state | `reset_and_destroy()` | `Destroyed` | RST, `Close(LocalReset)`, queue dropped and counted |
-//! | any live state | I/O error / peer RST | `Destroyed` | `Error`, `Close(PeerReset or Error)` |
+//! | any live state, paused or not | I/O error / peer RST | `Destroyed` | `Error`, `Close(PeerReset or Error)`, in the turn the kernel reports it; queue dropped and counted (RST if that dropped bytes) |
 //! | `Connecting` | connect deadline | `Destroyed` | `Error(TimedOut)`, `Close(Deadline(Connect))` |
-//! | `HalfClosedLocal(_)`, `Closing{..}` | FIN-wait deadline (no progress for `fin_wait`) | `Destroyed` | `Close(Deadline(FinWait))`, queue dropped and counted |
-//! | `Closing{..}` | linger deadline | `Destroyed` | `Close(Deadline(Linger))`, queue dropped and counted (only `destroy_soon` arms it) |
-//! | any live state | shutdown grace over | `Destroyed` | `Close(Deadline(Shutdown))`, queue dropped and counted |
+//! | `HalfClosedLocal(_)`, `Closing{..}` | FIN-wait deadline (no progress for `fin_wait`) | `Destroyed` | `Close(Deadline(FinWait))`, queue dropped and counted; RST if that dropped bytes, else FIN |
+//! | `Closing{..}` | linger deadline | `Destroyed` | `Close(Deadline(Linger))`, queue dropped and counted; RST if that dropped bytes, else FIN (only `destroy_soon` arms it) |
+//! | any live state | shutdown grace over | `Destroyed` | `Close(Deadline(Shutdown))`, queue dropped and counted; RST if that dropped bytes, else FIN |
 //! | any live state | idle timeout | same | `Timeout` (the handler decides) |
 //! | `Destroyed` | anything | `Destroyed` | calls return [`Error::Destroyed`]; the slot is freed after the event batch, then its id is stale ([`Error::StaleId`]) |
 //!
 //! ## The guarantees
 //!
-//! 1. **No silent loss.** `end()` never drops a queued byte: the FIN follows the last one.
-//!    When a socket closes with bytes still queued, [`CloseInfo::unsent`] says how many.
+//! 1. **No silent loss, on either end.** `end()` never drops a queued byte: the FIN follows
+//!    the last one. When a socket closes with bytes still queued — `destroy`, a deadline, a
+//!    shutdown grace, an error — [`CloseInfo::unsent`] says how many, and the peer is told
+//!    too: a close that drops queued bytes sends RST, never FIN, so the peer cannot take a
+//!    truncated stream for a complete one. With nothing queued such a close sends FIN.
+//!    *(Node closes with a FIN after a truncated stream — a deliberate difference.)*
 //! 2. **Exactly one `Close` per socket**, last; `Error` at most once, right before it.
 //! 3. **A late write fails alone**: `write` after `end` returns [`Error::WriteAfterEnd`]
 //!    and the connection goes on ending gracefully. *(Node destroys the socket and truncates
@@ -63,7 +67,14 @@
 //! 5. **Graceful close never turns into RST**: [`Context::destroy_soon`] flushes, sends FIN,
 //!    then reads and discards until the peer's FIN before closing. *(Node closes right after
 //!    `finish`, so unread input turns into an RST.)*
-//! 6. **Resets are reported as resets**, also when data, FIN and RST arrive together.
+//! 6. **Resets are reported as resets, at once, in every state**: also when data, FIN and
+//!    RST arrive together, after the peer's FIN, while the program has paused reading, with
+//!    nothing queued to write, and when `shutdown(2)` fails because the RST got there first.
+//!    The program never has to write to learn its peer is gone: an `EPOLLERR` report that no
+//!    read or write surfaced makes the reactor take the socket's pending error (one
+//!    `getsockopt` for that socket, none for the others), and the socket is destroyed with
+//!    `Error` + `Close(PeerReset)` in that turn. A reset that arrived is also reported before
+//!    a deadline falling due in the same turn.
 //! 7. **Errors are events, never panics**; calls on a destroyed or stale id return an error
 //!    and never reach a socket that reuses the slot (ids carry a generation).
 //! 8. **Backpressure like Node's**: `write` returns whether the queue is under the high-water

@@ -2490,3 +2490,62 @@ fn on_written_zero_asks_for_nothing() {
         );
     }
 }
+
+/// SEMANTICS B2.1: every close that drops queued bytes sends RST — destroy, destroy with an
+/// error, an I/O error, each deadline — and the same closes with nothing queued send FIN.
+/// Written out literally (not through [`closed`], which derives the flag) so the rule itself
+/// is pinned here.
+#[test]
+fn a_close_that_drops_queued_bytes_sends_rst_whatever_the_reason() {
+    type Close = fn(&mut Conn, &mut Actions);
+    let closes: [(&str, Close); 6] = [
+        ("destroy", |c, o| c.destroy(None, o).unwrap()),
+        ("destroy_with", |c, o| {
+            c.destroy(Some(Error::InvalidOption("test")), o).unwrap()
+        }),
+        ("io error", |c, o| c.on_io_error(os_error(libc::ENOBUFS), o)),
+        ("peer reset", |c, o| {
+            c.on_io_error(os_error(libc::ECONNRESET), o)
+        }),
+        ("shutdown grace", |c, o| {
+            c.on_deadline(Deadline::Shutdown, o)
+        }),
+        ("fin wait", |c, o| c.on_deadline(Deadline::FinWait, o)),
+    ];
+    for (name, close) in closes {
+        for fx in live() {
+            let mut c = (fx.make)();
+            let queued = c.bytes_queued();
+            let mut out = Actions::new();
+            close(&mut c, &mut out);
+            if !c.is_destroyed() {
+                // This deadline does not apply in this state.
+                continue;
+            }
+            let actions = describe(out);
+            let expected = if queued > 0 {
+                "close rst=true"
+            } else {
+                "close rst=false"
+            };
+            assert_eq!(
+                actions.first().map(String::as_str),
+                Some(expected),
+                "{name} in {} with {queued} bytes queued: {actions:?}",
+                fx.name
+            );
+        }
+    }
+    // The linger deadline applies only to a lingering socket: with bytes queued, RST.
+    let mut c = lingering_pending();
+    assert!(c.bytes_queued() > 0);
+    assert_eq!(
+        step(&mut c, |c, o| c.on_deadline(Deadline::Linger, o))[0],
+        "close rst=true"
+    );
+    let mut c = lingering_sent();
+    assert_eq!(
+        step(&mut c, |c, o| c.on_deadline(Deadline::Linger, o))[0],
+        "close rst=false"
+    );
+}
