@@ -8,15 +8,19 @@
 //! | `send`/`sendmsg` (`MSG_NOSIGNAL`) | `EINTR` | `EAGAIN`: the rest waits in the queue for the next writable edge | ends the connection: `ECONNRESET`/`EPIPE` as a peer reset, others (`ENOBUFS`, `ENOMEM`, …) as an error; queued bytes are dropped, so the close sends RST |
 //! | `recv` | `EINTR` | `EAGAIN`: wait for the next readable edge | ends the connection as above; `0` is the peer's FIN, unless `SO_ERROR` holds a reset ([`take_error`]) |
 //! | `shutdown(SHUT_WR)` | `EINTR` | — | `ENOTCONN` means the RST got there first: `SO_ERROR` says which error to report (a reset) |
-//! | `getsockopt(SO_ERROR)` | — | — | read once per `EPOLLERR` report, never per read or write |
+//! | `getsockopt(SO_ERROR)` | — | — | read once per `EPOLLERR` report and once per completed connect, never per read or write |
 //! | `accept4` | `EINTR` | `EAGAIN`: the backlog is empty | `ECONNABORTED`, `EPROTO`, `EPERM`: that connection only, go on; `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: back off ([`is_fd_exhaustion`]); others back off and are reported |
-//! | `connect` | `EINTR` (mio) | `EINPROGRESS`: completion comes as writability | reported as `Error` + `Close` |
+//! | `connect` | — (non-blocking: Linux never waits in it, so it cannot say `EINTR`; mio does not retry it either) | `EINPROGRESS`: completion comes as writability, `SO_ERROR` says how it went | reported as `Error` + `Close` |
 //! | `close` | never (Linux frees the fd even when `close` says `EINTR`) | — | ignored |
 //!
 //! `EINTR` is retried inside each function, so no caller can lose a wake-up to it: a send
 //! interrupted before it moved a byte is simply made again. (Linux restarts these calls on
 //! its own for handlers installed with `SA_RESTART`, as `signal-hook` does, but a program may
-//! install its own.) Tests inject each retried error through [`faults`] (test builds only).
+//! install its own.) Tests inject each retried error through [`faults`] (test builds only)
+//! and show it invisible to the peer, and inject the errors that end a connection to show
+//! how they are reported. `EAGAIN` is injected into `accept4` alone: sockets are registered
+//! edge-triggered, and a fake `EAGAIN` from a socket that is not full (or not empty) waits
+//! for an edge the kernel never sends.
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -266,14 +270,12 @@ pub(crate) mod faults {
 
     /// Makes the next `times` calls of `call` on this thread fail with `errno`.
     #[cfg(test)]
-    #[allow(dead_code)] // until the fault tests land
     pub(crate) fn inject(call: Call, errno: i32, times: usize) {
         PLAN.with(|p| p.borrow_mut().push((call, errno, times)));
     }
 
     /// The injected failures that happened on this thread, oldest first; clears the plan.
     #[cfg(test)]
-    #[allow(dead_code)] // until the fault tests land
     pub(crate) fn take_hits() -> Vec<(Call, i32)> {
         PLAN.with(|p| p.borrow_mut().clear());
         HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
@@ -303,3 +305,6 @@ pub(crate) mod faults {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
