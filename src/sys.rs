@@ -5,7 +5,7 @@
 //!
 //! | syscall | retried here | left to readiness | anything else |
 //! |---|---|---|---|
-//! | `send`/`sendmsg` (`MSG_NOSIGNAL`) | `EINTR` | `EAGAIN`: the rest waits in the queue for the next writable edge | ends the connection: `ECONNRESET`/`EPIPE` as a peer reset, others (`ENOBUFS`, `ENOMEM`, …) as an error; queued bytes are dropped, so the close sends RST |
+//! | `send`/`sendmsg` (`MSG_NOSIGNAL`) | `EINTR` | `EAGAIN`: the rest waits in the queue for the next writable edge | ends the connection: `ECONNRESET`/`EPIPE` as a peer reset (`EPIPE` is returned as `ECONNRESET`), others (`ENOBUFS`, `ENOMEM`, …) as an error; queued bytes are dropped, so the close sends RST |
 //! | `recv` | `EINTR` | `EAGAIN`: wait for the next readable edge | ends the connection as above; `0` is the peer's FIN, unless `SO_ERROR` holds a reset ([`take_error`]) |
 //! | `shutdown(SHUT_WR)` | `EINTR` | — | `ENOTCONN` means the RST got there first: `SO_ERROR` says which error to report (a reset) |
 //! | `getsockopt(SO_ERROR)` | — | — | read once per `EPOLLERR` report and once per completed connect, never per read or write |
@@ -47,6 +47,19 @@ pub(crate) fn send(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
         faults::check(faults::Call::Send)?;
         SockRef::from(stream).send_with_flags(data, libc::MSG_NOSIGNAL)
     })
+    .map_err(reset_not_epipe)
+}
+
+/// A send fails with `EPIPE` only once the connection is torn down: finwait never sends after
+/// its own `shutdown(SHUT_WR)`, so it is the peer's reset — recorded as `EPIPE` when it came
+/// after the peer's FIN (`tcp_reset`, net/ipv4/tcp_input.c), or the `SEND_SHUTDOWN` the reset
+/// left behind. Reported as the reset it is, as [`take_error`] does.
+fn reset_not_epipe(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EPIPE) {
+        io::Error::from_raw_os_error(libc::ECONNRESET)
+    } else {
+        e
+    }
 }
 
 /// `sendmsg` with several slices and `MSG_NOSIGNAL` (plain `writev` has no flags argument).
@@ -55,6 +68,7 @@ pub(crate) fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::R
         faults::check(faults::Call::SendVectored)?;
         SockRef::from(stream).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
     })
+    .map_err(reset_not_epipe)
 }
 
 pub(crate) fn recv(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
