@@ -9,6 +9,8 @@ use std::fmt;
 
 use mio::Token;
 
+use crate::table::{GENERATION_MASK, Key};
+
 /// Identifies one socket for its whole life. Copy it freely; once the socket is reclaimed,
 /// calls with its id return [`Error::StaleId`](crate::Error::StaleId) and never reach a socket
 /// that reuses the slot.
@@ -65,6 +67,30 @@ impl fmt::Display for ListenerId {
     }
 }
 
+impl Key for SocketId {
+    fn from_parts(index: u32, generation: u32) -> Self {
+        SocketId { index, generation }
+    }
+    fn index(self) -> u32 {
+        self.index
+    }
+    fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl Key for ListenerId {
+    fn from_parts(index: u32, generation: u32) -> Self {
+        ListenerId { index, generation }
+    }
+    fn index(self) -> u32 {
+        self.index
+    }
+    fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
 /// What a mio token refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenKind {
@@ -74,10 +100,10 @@ pub(crate) enum TokenKind {
     Reserved(u32),
 }
 
-// Layout of a token (64-bit usize): bits 0..32 slot index, bits 32..62 generation (30 bits),
-// bits 62..64 kind. Generations wrap at 2^30 reuses of one slot, far beyond any stale id's life.
+// Layout of a token (64-bit usize): bits 0..32 slot index, bits 32..62 generation (30 bits,
+// see `table.rs`), bits 62..64 kind.
 const KIND_SHIFT: u32 = 62;
-const GEN_MASK: u64 = (1 << 30) - 1;
+const GEN_MASK: u64 = GENERATION_MASK as u64;
 const KIND_SOCKET: u64 = 0;
 const KIND_LISTENER: u64 = 1;
 const KIND_RESERVED: u64 = 2;
@@ -87,10 +113,6 @@ const _: () = assert!(usize::BITS == 64, "finwait packs ids into 64-bit tokens")
 fn pack(kind: u64, index: u32, generation: u32) -> Token {
     let v = (kind << KIND_SHIFT) | ((generation as u64 & GEN_MASK) << 32) | index as u64;
     Token(v as usize)
-}
-
-pub(crate) fn next_generation(generation: u32) -> u32 {
-    ((generation as u64 + 1) & GEN_MASK) as u32
 }
 
 impl TokenKind {
@@ -134,12 +156,6 @@ mod tests {
         ] {
             assert_eq!(TokenKind::from_token(kind.to_token()), Some(kind));
         }
-    }
-
-    #[test]
-    fn generation_wraps_inside_its_bits() {
-        assert_eq!(next_generation(GEN_MASK as u32), 0);
-        assert_eq!(next_generation(5), 6);
     }
 
     #[test]

@@ -94,14 +94,34 @@
 //! Other deliberate differences from Node: a write after the peer's FIN and our automatic end
 //! returns `WriteAfterEnd` (Node: EPIPE); `TCP_NODELAY` is on by default.
 //!
+//! **Listeners** have a machine of their own (one `set_state` that trace-logs, like sockets):
+//!
+//! | from | input | to | effects |
+//! |---|---|---|---|
+//! | `Open` | accepted, now at `max_connections` | `Full` | readiness reports off: further connections wait in the accept queue |
+//! | `Full` | one of its sockets closed | `Open` | accept again (reports back on) |
+//! | `Open` | accept error (out of fds, or unexpected) | `BackedOff` | reports off, retry timer armed; an unexpected error is reported as [`ListenerEvent::Error`] |
+//! | `BackedOff` | retry timer, or any socket closed (an fd freed) | `Open` | accept again |
+//! | `Open`, `Full`, `BackedOff` | [`close_listener`](Context::close_listener) | `Draining` | listening fd closed: new connects are refused |
+//! | `Open`, `Full`, `BackedOff`, `Draining` | [`shutdown_listener`](Context::shutdown_listener) | `Draining{shutdown}` | as `close_listener`, and its connections end within a grace period |
+//! | `Draining` | last socket closed (or none open at the close) | `Closed` | [`ListenerEvent::Close`], after that socket's `Close` |
+//!
 //! ## Architecture
 //!
-//! - [`state`]: the sans-IO state machine — inputs in, [`state::Action`]s out, no syscalls.
-//! - [`write_queue`]: chunks plus a head offset; one vectored write spans many writes.
-//! - `context`: [`Context`], the calls a program makes; `reactor`: [`Reactor`], the loop that
-//!   maps readiness to machine inputs and actions to syscalls; `sys`: the syscalls themselves
-//!   (`MSG_NOSIGNAL` sends, so a host that does not ignore `SIGPIPE` survives a reset).
-//! - `id`: [`SocketId`]/[`ListenerId`] = slot index + generation, packed into mio tokens.
+//! - `socket/`: the sans-IO socket machine ([`state`]: inputs in, [`state::Action`]s out,
+//!   no syscalls), its [`write_queue`] (chunks plus a head offset; one vectored write spans
+//!   many writes), and the slot that holds both beside the cached readiness.
+//! - `listener/`: the listener machine above and its slot.
+//! - `table`: one generational table type for sockets, listeners and timers:
+//!   [`SocketId`]/[`ListenerId`] = slot index + generation (packed into mio tokens, `id`), so
+//!   a stale id never reaches the entry that reuses its slot.
+//! - `context`: [`Context`], the calls a program makes, and nothing else.
+//! - `driver`: the only place machine actions become syscalls — read, flush, shutdown,
+//!   close, accept, connect — and where timers and readiness become machine inputs.
+//! - `reactor`: [`Reactor`], the loop: poll, map readiness to the driver, deliver events.
+//! - `sys`: every syscall, one function each, with the table of which errors are retried and
+//!   which end a connection (`MSG_NOSIGNAL` sends, so a host that does not ignore `SIGPIPE`
+//!   survives a reset).
 //!
 //! **One turn of the loop**: one `epoll_wait`; due timers; each ready listener accepts one
 //! connection (listeners are level-triggered, so more waiting ones are reported again next
@@ -123,24 +143,28 @@
 #![warn(missing_docs)]
 
 mod context;
+mod driver;
 mod error;
 mod event;
 mod handler;
 mod id;
+mod listener;
 mod options;
 mod reactor;
-pub mod state;
+mod socket;
 mod sys;
+mod table;
 pub mod timers;
-pub mod write_queue;
 
-pub use context::{Context, ReactorOptions};
+pub use context::Context;
 pub use error::{Error, Result};
 pub use event::{CloseInfo, CloseReason, Deadline, Event, ListenerEvent, ReadyState};
 pub use handler::Handler;
 pub use id::{ListenerId, SocketId};
-pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions};
+pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};
 pub use reactor::{Reactor, Waker};
+pub use socket::machine as state;
+pub use socket::write_queue;
 pub use state::{Fin, State};
 
 /// The README's Rust examples, compiled as doctests so the tour cannot rot.

@@ -1,9 +1,9 @@
-//! Options for listeners and outgoing connections.
+//! Options for the reactor, its listeners and its outgoing connections.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::state::ConnOptions;
+use crate::socket::machine::ConnOptions;
 
 /// Default high-water mark: `write` returns false once this many bytes are queued (Node v22).
 pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
@@ -180,5 +180,88 @@ impl ConnectOptions {
             allow_half_open: self.allow_half_open,
             high_water_mark: self.high_water_mark,
         }
+    }
+}
+
+/// Reactor-wide settings.
+///
+/// ```
+/// use finwait::ReactorOptions;
+/// use std::time::Duration;
+/// let opts = ReactorOptions::new().fin_wait(Some(Duration::from_secs(5)));
+/// assert_eq!(opts.fin_wait, Some(Duration::from_secs(5)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReactorOptions {
+    /// After `end()`, how long the socket may go without progress — no byte flushed, no byte
+    /// read, no FIN from the peer — before it is destroyed with
+    /// [`CloseReason::Deadline`](crate::CloseReason::Deadline)`(FinWait)` (default 30 s).
+    /// This bounds both a peer that never sends its FIN and one that never reads what we
+    /// flush, while a slow but moving transfer is never cut. `None` waits forever, as Node
+    /// does — a socket whose peer vanished then holds its fd for good.
+    pub fin_wait: Option<Duration>,
+    /// How long `destroy_soon` may take in all — flush, FIN, wait for the peer's FIN —
+    /// before the socket is destroyed (default 5 s).
+    pub linger: Duration,
+    /// How long accepting pauses after the process ran out of file descriptors (default
+    /// 100 ms): long enough not to spin, short enough to serve again soon after fds free up.
+    pub accept_retry: Duration,
+    /// How many bytes one socket may read in one turn before the other ready sockets get
+    /// their go (default 8 MiB, at least 1: one read per turn).
+    ///
+    /// This is the trade between bulk throughput and fairness. A socket whose peer streams
+    /// without pause is read in long runs while the data is still in cache and its peer is
+    /// still busy writing; cutting the runs short makes both ends sleep and wake far more
+    /// often (on loopback a 256 KiB budget cost about 25 % more CPU per byte with 16
+    /// streaming connections, see BENCHMARKS.md). A smaller budget bounds how long a busy
+    /// stream can delay the others: roughly `read_budget` / (a few GiB/s) per ready socket
+    /// per turn.
+    pub read_budget: usize,
+}
+
+impl Default for ReactorOptions {
+    fn default() -> Self {
+        ReactorOptions {
+            fin_wait: Some(Duration::from_secs(30)),
+            linger: Duration::from_secs(5),
+            accept_retry: Duration::from_millis(100),
+            read_budget: 8 << 20,
+        }
+    }
+}
+
+impl ReactorOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`fin_wait`](Self::fin_wait); zero is treated as `None`.
+    pub fn fin_wait(mut self, wait: Option<Duration>) -> Self {
+        self.fin_wait = wait.filter(|d| !d.is_zero());
+        self
+    }
+    /// Sets [`linger`](Self::linger).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+    /// Sets [`accept_retry`](Self::accept_retry), at least 1 ms (zero would spin).
+    pub fn accept_retry(mut self, retry: Duration) -> Self {
+        self.accept_retry = retry.max(Duration::from_millis(1));
+        self
+    }
+    /// Sets [`read_budget`](Self::read_budget), at least 1 byte (zero would never read).
+    ///
+    /// ```
+    /// use finwait::ReactorOptions;
+    /// // Latency-sensitive sockets share the loop with bulk streams: shorter runs.
+    /// let opts = ReactorOptions::new().read_budget(512 * 1024);
+    /// assert_eq!(opts.read_budget, 512 * 1024);
+    /// assert_eq!(ReactorOptions::new().read_budget(0).read_budget, 1);
+    /// ```
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.max(1);
+        self
     }
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::context::{Context, Queued, ReactorOptions, ShutdownPhase, TimerKey, slot_in};
+use crate::context::Context;
+use crate::driver::{ACCEPT_BATCH, LONG_TURN, Queued, ShutdownPhase, TimerKey};
 use crate::error::Result;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::id::{ListenerId, SocketId, TokenKind};
-use crate::state::State;
-use crate::sys;
+use crate::options::ReactorOptions;
 use crate::timers::{Clock, SystemClock};
 
 /// Reserved tokens.
@@ -28,17 +28,6 @@ const WAKER_TOKEN: u32 = 1;
 /// Size of the one read buffer every socket shares: large enough that a bulk transfer costs
 /// few syscalls, allocated once per reactor (no allocation per read).
 const READ_BUFFER: usize = 64 * 1024;
-/// Connections one listener may accept in a turn that follows a long one (see [`LONG_TURN`]);
-/// otherwise it accepts one. One is what nginx does by default: listeners are level-triggered,
-/// so waiting connections are reported again next turn, and stopping after one spares the
-/// `accept` that would only find the backlog empty (see `sys::register_listener`) — under
-/// connection churn that is one `accept4` per connection. But a turn can be long (heavy
-/// handlers, many busy sockets), and one accept per long turn would let a burst of connects
-/// wait for seconds: after such a turn the backlog is drained, up to this many, and the one
-/// `EAGAIN` that ends it is cheap next to the turn.
-const ACCEPT_BATCH: usize = 128;
-/// A turn that worked this long (from its poll's return to the next poll) is long.
-const LONG_TURN: Duration = Duration::from_millis(1);
 /// epoll events fetched per poll.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -64,8 +53,8 @@ const EVENT_CAPACITY: usize = 1024;
 pub struct Reactor {
     poll: Poll,
     events: Events,
-    read_buf: Box<[u8]>,
-    cx: Context,
+    pub(crate) read_buf: Box<[u8]>,
+    pub(crate) cx: Context,
     /// Timers that came due this turn (kept to reuse its allocation).
     fired: Vec<TimerKey>,
     /// The sockets and listeners serviced this turn (kept to reuse their allocations).
@@ -314,209 +303,19 @@ impl Reactor {
     }
 
     /// Delivers queued events in order until the queue is empty (handlers may queue more).
-    fn deliver<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+    pub(crate) fn deliver<H: Handler + ?Sized>(&mut self, handler: &mut H) {
         while let Some(queued) = self.cx.queue.pop_front() {
             match queued {
                 Queued::Socket(id, event) => {
                     let ended = matches!(event, Event::End);
                     handler.on_event(&mut self.cx, id, event);
                     let cx = &mut self.cx;
-                    if ended && let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id)
-                    {
+                    if ended && let Some(slot) = cx.sockets.get_mut(id) {
                         slot.conn.after_end_delivered(&mut cx.actions);
                         cx.apply(id);
                     }
                 }
                 Queued::Listener(id, event) => handler.on_listener_event(&mut self.cx, id, event),
-            }
-        }
-    }
-
-    /// Accepts up to `limit` connections: one, or [`ACCEPT_BATCH`] after a long turn. The listener is
-    /// level-triggered: if more wait, the next poll reports it again, so short turns make no
-    /// `accept` that only returns `EAGAIN`. While it must leave connections in the backlog
-    /// (backing off, or at `max_connections`) its readiness reports are turned off; whatever
-    /// ends that state schedules the listener, which turns them back on here.
-    fn accept(&mut self, id: ListenerId, limit: usize) {
-        let Ok(slot) = self.cx.listener_mut(id) else {
-            return;
-        };
-        slot.scheduled = false;
-        for _ in 0..limit {
-            let Ok(slot) = self.cx.listener_mut(id) else {
-                return;
-            };
-            if slot.listener.is_none() {
-                return;
-            }
-            if slot.is_full() || slot.backoff.is_some() {
-                // Left in the backlog; the close that frees a place (or the retry timer)
-                // schedules this listener again.
-                self.cx.set_listener_interest(id, false);
-                return;
-            }
-            if !slot.interested {
-                self.cx.set_listener_interest(id, true);
-            }
-            let Ok(slot) = self.cx.listener_mut(id) else {
-                return;
-            };
-            let Some(listener) = &slot.listener else {
-                return;
-            };
-            match sys::accept(listener) {
-                Ok(stream) => {
-                    let options = slot.options.clone();
-                    slot.connections += 1;
-                    if let Err(e) = self.cx.adopt(stream, id, &options) {
-                        log::debug!("{id}: dropping accepted connection: {e}");
-                        if let Ok(slot) = self.cx.listener_mut(id) {
-                            slot.connections -= 1;
-                        }
-                    }
-                    if self.cx.listener_mut(id).is_ok_and(|l| l.is_full()) {
-                        self.cx.set_listener_interest(id, false);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if sys::is_transient_accept_error(&e) => {}
-                Err(e) => {
-                    // The pending connection stays in the backlog: retrying at once would
-                    // spin. Pause accepting and retry on a timer (or when a socket closes and
-                    // frees an fd). Running out of fds is expected under load; anything else
-                    // is also reported to the program.
-                    let retry = self.cx.options.accept_retry;
-                    if sys::is_fd_exhaustion(&e) {
-                        log::warn!("{id}: accept: {e}; retrying in {retry:?}");
-                    } else {
-                        log::warn!("{id}: accept failed: {e}; retrying in {retry:?}");
-                        self.cx.queue.push_back(Queued::Listener(
-                            id,
-                            crate::event::ListenerEvent::Error(e.into()),
-                        ));
-                    }
-                    let at = crate::context::later(self.cx.now, retry);
-                    let timer = self.cx.timers.arm_deadline(TimerKey::AcceptRetry(id), at);
-                    if let Ok(slot) = self.cx.listener_mut(id) {
-                        slot.backoff = Some(timer);
-                    }
-                    self.cx.set_listener_interest(id, false);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Services one socket: completes a connect, flushes, reads.
-    fn service<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
-        let Ok(slot) = self.cx.slot_mut(id) else {
-            return;
-        };
-        if matches!(slot.conn.state(), State::Connecting { .. }) {
-            if !slot.writable {
-                return;
-            }
-            self.finish_connect(id);
-        }
-        self.cx.flush(id);
-        self.deliver(handler);
-        self.read(id, handler);
-        // An error report that neither the flush nor the reads surfaced — the socket is
-        // paused, past the peer's FIN, or had nothing to write — is acted on now, unless the
-        // socket still has input to read first (over its budget: it is scheduled again, and
-        // its data comes before the reset).
-        if self.cx.slot(id).is_ok_and(|s| !s.scheduled) {
-            self.cx.surface_pending_error(id);
-        }
-    }
-
-    fn finish_connect(&mut self, id: SocketId) {
-        let cx = &mut self.cx;
-        let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id) else {
-            return;
-        };
-        let Some(stream) = &slot.stream else {
-            return;
-        };
-        let outcome = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => Ok(()),
-                // Spurious wake-up: still connecting.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    slot.writable = false;
-                    return;
-                }
-                Err(e) => Err(e),
-            },
-        };
-        match outcome {
-            Ok(()) => slot.conn.on_connected(&mut cx.actions),
-            Err(e) => slot.conn.on_io_error(e, &mut cx.actions),
-        }
-        cx.apply(id);
-    }
-
-    /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
-    /// from the shared buffer, after any event queued before it.
-    fn read<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
-        let mut budget = self.cx.options.read_budget;
-        loop {
-            let cx = &mut self.cx;
-            let Ok(slot) = slot_in(&mut cx.sockets, &cx.socket_generations, id) else {
-                return;
-            };
-            if !slot.readable || !slot.conn.wants_read() {
-                return;
-            }
-            if budget == 0 {
-                cx.schedule(id);
-                return;
-            }
-            let Some(stream) = &slot.stream else {
-                return;
-            };
-            match sys::recv(stream, &mut self.read_buf) {
-                Ok(0) => {
-                    slot.readable = false;
-                    // A FIN followed by an RST reads as a plain EOF (the FIN sets SOCK_DONE);
-                    // only the pending socket error tells the reset apart.
-                    let reset = if std::mem::take(&mut slot.error_hint) {
-                        sys::take_error(stream)
-                    } else {
-                        None
-                    };
-                    match reset {
-                        Some(e) => slot.conn.on_io_error(e, &mut cx.actions),
-                        None => slot.conn.on_eof(&mut cx.actions),
-                    }
-                    cx.apply(id);
-                    return;
-                }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    slot.touch(&mut cx.timers, cx.now);
-                    // A short read drained the kernel buffer: the next byte brings a new edge,
-                    // so skip the read that would only say WouldBlock — unless the peer's FIN
-                    // or RST is already known, which brings no further edge.
-                    if n < self.read_buf.len() && !slot.read_closed {
-                        slot.readable = false;
-                    }
-                    if slot.conn.on_read(n) {
-                        self.deliver(handler);
-                        handler.on_event(&mut self.cx, id, Event::Data(&self.read_buf[..n]));
-                        self.deliver(handler);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    slot.readable = false;
-                    return;
-                }
-                Err(e) => {
-                    slot.conn.on_io_error(e, &mut cx.actions);
-                    cx.apply(id);
-                    return;
-                }
             }
         }
     }

@@ -320,5 +320,49 @@ pub(crate) mod faults {
     }
 }
 
+/// Registers a connected (or connecting) socket with the poller for both directions,
+/// edge-triggered: one `epoll_ctl` for its whole life.
+pub(crate) fn register_socket(
+    registry: &mio::Registry,
+    stream: &mut TcpStream,
+    token: mio::Token,
+) -> io::Result<()> {
+    registry.register(
+        stream,
+        token,
+        mio::Interest::READABLE | mio::Interest::WRITABLE,
+    )
+}
+
+pub(crate) fn set_no_delay(stream: &TcpStream, no_delay: bool) -> io::Result<()> {
+    stream.set_nodelay(no_delay)
+}
+
+pub(crate) fn local_addr(stream: &TcpStream) -> io::Result<SocketAddr> {
+    stream.local_addr()
+}
+
+pub(crate) fn peer_addr(stream: &TcpStream) -> io::Result<SocketAddr> {
+    stream.peer_addr()
+}
+
+pub(crate) fn listener_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+    listener.local_addr()
+}
+
+/// How a non-blocking connect turned out, once the poller reported the socket writable:
+/// `Ok(true)` connected, `Ok(false)` still connecting (a spurious wake-up), or the error the
+/// connect failed with (`SO_ERROR`, as-is: a refused connect is `ECONNREFUSED`).
+pub(crate) fn connect_outcome(stream: &TcpStream) -> io::Result<bool> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -47,18 +47,30 @@ use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
+use crate::table::{Key, Table};
 
 /// Handle to one armed timer.
 ///
 /// It holds the slot index plus that slot's generation, so a handle kept after
 /// its timer was cancelled or fired never reaches a later timer that reuses the
-/// slot. Generations are 32-bit and wrap: a handle would alias only if its slot
-/// were reused 2³² times while the handle was still held.
+/// slot. Generations are 30-bit and wrap: a handle would alias only if its slot
+/// were reused 2³⁰ times while the handle was still held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId {
     index: u32,
     generation: u32,
+}
+
+impl Key for TimerId {
+    fn from_parts(index: u32, generation: u32) -> Self {
+        TimerId { index, generation }
+    }
+    fn index(self) -> u32 {
+        self.index
+    }
+    fn generation(self) -> u32 {
+        self.generation
+    }
 }
 
 /// What an armed timer waits for.
@@ -91,7 +103,6 @@ enum State {
 #[derive(Debug)]
 struct Entry<K> {
     key: K,
-    generation: u32,
     // Unique for the life of the `Timers`: tells this timer's heap entry
     // apart from one left behind by an earlier timer in the same slot, and
     // orders timers due at the same instant by arming order.
@@ -169,10 +180,7 @@ const COMPACT_SLACK: usize = 64;
 /// ```
 #[derive(Debug)]
 pub struct Timers<K> {
-    entries: Slab<Entry<K>>,
-    // Per slot, the generation the next timer in that slot gets. Kept outside
-    // the slab because the slab forgets a slot's contents when it is freed.
-    generations: Vec<u32>,
+    entries: Table<TimerId, Entry<K>>,
     heap: BinaryHeap<HeapItem>,
     next_seq: u64,
 }
@@ -187,8 +195,7 @@ impl<K: Copy> Timers<K> {
     /// An empty set. Allocates nothing until the first timer is armed.
     pub fn new() -> Self {
         Self {
-            entries: Slab::new(),
-            generations: Vec::new(),
+            entries: Table::default(),
             heap: BinaryHeap::new(),
             next_seq: 0,
         }
@@ -198,8 +205,7 @@ impl<K: Copy> Timers<K> {
     /// table or the heap has to grow.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            entries: Slab::with_capacity(capacity),
-            generations: Vec::with_capacity(capacity),
+            entries: Table::with_capacity(capacity),
             heap: BinaryHeap::with_capacity(capacity),
             next_seq: 0,
         }
@@ -238,18 +244,12 @@ impl<K: Copy> Timers<K> {
     }
 
     fn insert(&mut self, key: K, state: State) -> TimerId {
-        let slot = self.entries.vacant_key();
-        let index = u32::try_from(slot).expect("more than u32::MAX timers armed at once");
-        if slot >= self.generations.len() {
-            self.generations.resize(slot + 1, 0);
-        }
-        let generation = self.generations[slot];
+        let index = self.entries.next_key().index;
         let seq = self.next_seq;
         // 2^64 arms cannot happen; wrapping keeps debug builds panic-free.
         self.next_seq = self.next_seq.wrapping_add(1);
         let mut entry = Entry {
             key,
-            generation,
             seq,
             in_heap: false,
             state,
@@ -258,8 +258,7 @@ impl<K: Copy> Timers<K> {
             self.heap.push(Reverse((due, seq, index)));
             entry.in_heap = true;
         }
-        self.entries.insert(entry);
-        TimerId { index, generation }
+        self.entries.insert(entry)
     }
 
     /// Records activity on an idle timer at `now`, postponing it to
@@ -275,7 +274,7 @@ impl<K: Copy> Timers<K> {
     /// the due time never moves backwards. Stale ids and deadline timers are
     /// ignored.
     pub fn touch(&mut self, id: TimerId, now: Instant) {
-        let Some(entry) = live_mut(&mut self.entries, id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         let State::Idle {
@@ -304,10 +303,9 @@ impl<K: Copy> Timers<K> {
     /// Returns `false`, and does nothing, for an id that is not armed: already
     /// cancelled, a deadline that fired, or from another `Timers`.
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        if !self.contains(id) {
+        if self.entries.remove(id).is_none() {
             return false;
         }
-        self.remove_slot(id.index as usize);
         self.drop_dead_entries();
         true
     }
@@ -348,22 +346,21 @@ impl<K: Copy> Timers<K> {
             }
             self.heap.pop();
             popped = true;
-            let slot = index as usize;
-            let Some(entry) = self.entries.get_mut(slot) else {
+            let Some(id) = self.entries.key_at(index) else {
+                continue;
+            };
+            let Some(entry) = self.entries.get_mut(id) else {
                 continue;
             };
             if entry.seq != seq {
                 continue; // left behind by a cancelled timer
             }
             entry.in_heap = false;
-            let id = TimerId {
-                index,
-                generation: entry.generation,
-            };
             match &mut entry.state {
                 State::Deadline { .. } => {
-                    let entry = self.remove_slot(slot);
-                    fire(id, entry.key);
+                    if let Some(entry) = self.entries.remove(id) {
+                        fire(id, entry.key);
+                    }
                 }
                 State::Idle {
                     period,
@@ -401,23 +398,12 @@ impl<K: Copy> Timers<K> {
     /// Whether `id` is still armed: not cancelled, and not a deadline that
     /// fired.
     pub fn contains(&self, id: TimerId) -> bool {
-        self.entries
-            .get(id.index as usize)
-            .is_some_and(|e| e.generation == id.generation)
+        self.entries.contains(id)
     }
 
     /// The kind of an armed timer, or `None` for a stale id.
     pub fn kind(&self, id: TimerId) -> Option<TimerKind> {
-        self.entries
-            .get(id.index as usize)
-            .filter(|e| e.generation == id.generation)
-            .map(Entry::kind)
-    }
-
-    fn remove_slot(&mut self, slot: usize) -> Entry<K> {
-        let entry = self.entries.remove(slot);
-        self.generations[slot] = self.generations[slot].wrapping_add(1);
-        entry
+        self.entries.get(id).map(Entry::kind)
     }
 
     /// Drops dead entries on top of the heap, so `next_wakeup` never points at
@@ -449,16 +435,10 @@ impl<K: Copy> Timers<K> {
     }
 }
 
-fn live_mut<K>(entries: &mut Slab<Entry<K>>, id: TimerId) -> Option<&mut Entry<K>> {
-    entries
-        .get_mut(id.index as usize)
-        .filter(|e| e.generation == id.generation)
-}
-
 /// Whether a heap entry belongs to the timer now in its slot. A live timer has
 /// at most one heap entry, so matching the sequence number is enough.
-fn is_live<K>(entries: &Slab<Entry<K>>, seq: u64, index: u32) -> bool {
-    entries.get(index as usize).is_some_and(|e| e.seq == seq)
+fn is_live<K>(entries: &Table<TimerId, Entry<K>>, seq: u64, index: u32) -> bool {
+    entries.get_at(index).is_some_and(|e| e.seq == seq)
 }
 
 /// Where the reactor gets "now"; tests inject a [`ManualClock`].

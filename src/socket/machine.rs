@@ -15,7 +15,7 @@ use std::io;
 use crate::error::{Error, Result};
 use crate::event::{CloseInfo, CloseReason, Deadline, Event, ReadyState};
 use crate::id::SocketId;
-use crate::write_queue::WriteQueue;
+use crate::socket::write_queue::WriteQueue;
 
 /// Where our FIN is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

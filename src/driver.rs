@@ -1,0 +1,746 @@
+//! The driver: where the machines' inputs come from and their actions become syscalls.
+//!
+//! Everything between [`Context`]'s public calls and `sys` lives here, reads and writes side
+//! by side: giving an input to a socket's or a listener's machine and carrying out what it
+//! asked for (send, shut down, close, arm a deadline, accept, deliver an event); the read
+//! loop, the flush, the accept loop and the completion of a connect; timers coming due; the
+//! slots freed after an event batch. The machines decide, `sys` makes the calls, and this
+//! file connects the two. The loop itself (`reactor.rs`) only maps readiness to the calls
+//! below.
+
+use std::borrow::Cow;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::event::{Deadline, Event, ListenerEvent};
+use crate::handler::Handler;
+use crate::id::{ListenerId, SocketId, TokenKind};
+use crate::listener::{Listener, ListenerAction, ListenerActions, ListenerSlot};
+use crate::options::{ConnectOptions, ListenOptions};
+use crate::reactor::Reactor;
+use crate::socket::Slot;
+use crate::socket::machine::{Action, Actions, Conn, State};
+use crate::socket::write_queue::MAX_SLICES;
+use crate::sys;
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerKey {
+    Idle(SocketId),
+    Deadline(SocketId, Deadline),
+    /// The grace period of a shutdown: of one listener, or of the whole reactor.
+    Shutdown(Option<ListenerId>),
+    /// Try accepting again after an accept error.
+    AcceptRetry(ListenerId),
+}
+
+/// A graceful shutdown in progress for the whole reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownPhase {
+    Running,
+    /// Listeners closed, connections ended; waiting for them to close.
+    Draining,
+    /// Everything closed; `on_shutdown_complete` delivered.
+    Complete,
+}
+
+/// A queued event, delivered in order after the current handler returns.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Socket(SocketId, Event<'static>),
+    Listener(ListenerId, ListenerEvent),
+}
+
+/// `now + d`, saturating far in the future instead of overflowing on absurd durations.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+// ---- lookups ------------------------------------------------------------------------------
+
+impl Context {
+    pub(crate) fn slot(&self, id: SocketId) -> Result<&Slot> {
+        self.sockets.get(id).ok_or(Error::StaleId)
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: SocketId) -> Result<&mut Slot> {
+        self.sockets.get_mut(id).ok_or(Error::StaleId)
+    }
+
+    pub(crate) fn listener(&self, id: ListenerId) -> Result<&ListenerSlot> {
+        self.listeners.get(id).ok_or(Error::StaleId)
+    }
+
+    pub(crate) fn listener_mut(&mut self, id: ListenerId) -> Result<&mut ListenerSlot> {
+        self.listeners.get_mut(id).ok_or(Error::StaleId)
+    }
+
+    pub(crate) fn stream(&self, id: SocketId) -> Result<&TcpStream> {
+        self.slot(id)?.stream.as_ref().ok_or(Error::Destroyed)
+    }
+}
+
+// ---- creating sockets and listeners -------------------------------------------------------
+
+impl Context {
+    /// Registers a listening socket (level-triggered, see `sys::register_listener`) and gives
+    /// it a machine.
+    pub(crate) fn adopt_listener(
+        &mut self,
+        listener: TcpListener,
+        options: ListenOptions,
+    ) -> Result<ListenerId> {
+        let id = self.listeners.next_key();
+        sys::register_listener(
+            self.registry.as_fd(),
+            &listener,
+            TokenKind::Listener(id).to_token(),
+            true,
+        )?;
+        let inserted = self.listeners.insert(ListenerSlot {
+            machine: Listener::new(id, options.max_connections),
+            listener: Some(listener),
+            options,
+            scheduled: false,
+            interested: true,
+            retry: None,
+        });
+        debug_assert_eq!(inserted, id);
+        Ok(id)
+    }
+
+    /// Starts an outgoing connection. A failure to even start it is reported like a failed
+    /// connect: `Error` + `Close`, never this call's result.
+    pub(crate) fn open_connection(
+        &mut self,
+        addr: SocketAddr,
+        options: ConnectOptions,
+    ) -> SocketId {
+        let id = self.sockets.next_key();
+        let mut slot = Slot::new(Conn::connecting(id, options.conn()), None);
+        let result = sys::connect(addr, options.local_addr).and_then(|mut stream| {
+            if options.no_delay {
+                sys::set_no_delay(&stream, true)?;
+            }
+            sys::register_socket(
+                &self.registry,
+                &mut stream,
+                TokenKind::Socket(id).to_token(),
+            )?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => {
+                slot.stream = Some(stream);
+                if let Some(limit) = options.connect_timeout {
+                    let at = later(self.now, limit);
+                    slot.deadline = Some(
+                        self.timers
+                            .arm_deadline(TimerKey::Deadline(id, Deadline::Connect), at),
+                    );
+                }
+            }
+            Err(e) => slot.conn.on_io_error(e, &mut self.actions),
+        }
+        let inserted = self.sockets.insert(slot);
+        debug_assert_eq!(inserted, id);
+        self.apply(id);
+        id
+    }
+
+    /// Adopts an accepted stream: registers it and queues `Accepted`.
+    pub(crate) fn adopt(
+        &mut self,
+        mut stream: TcpStream,
+        listener: ListenerId,
+        options: &ListenOptions,
+    ) -> io::Result<SocketId> {
+        let id = self.sockets.next_key();
+        // TCP_NODELAY came from the listener (see `sys::listen`).
+        sys::register_socket(
+            &self.registry,
+            &mut stream,
+            TokenKind::Socket(id).to_token(),
+        )?;
+        let mut slot = Slot::new(Conn::accepted(id, options.conn()), Some(listener));
+        slot.stream = Some(stream);
+        // A fresh socket has an empty send buffer: writes from the `Accepted` handler go
+        // straight out instead of waiting one turn for the first writable edge.
+        slot.writable = true;
+        if let Some(period) = options.idle_timeout {
+            slot.idle = Some(self.timers.arm_idle(TimerKey::Idle(id), period, self.now));
+        }
+        let inserted = self.sockets.insert(slot);
+        debug_assert_eq!(inserted, id);
+        self.queue
+            .push_back(Queued::Socket(id, Event::Accepted(listener)));
+        Ok(id)
+    }
+}
+
+// ---- socket inputs and actions ------------------------------------------------------------
+
+impl Context {
+    /// Gives one input to a socket's machine and carries out the actions it produced.
+    pub(crate) fn drive(
+        &mut self,
+        id: SocketId,
+        input: impl FnOnce(&mut Conn, &mut Actions) -> Result<()>,
+    ) -> Result<()> {
+        let slot = self.sockets.get_mut(id).ok_or(Error::StaleId)?;
+        let result = input(&mut slot.conn, &mut self.actions);
+        self.apply(id);
+        result
+    }
+
+    /// Carries out the actions a socket's machine just produced, in order. Syscall outcomes
+    /// are fed back to the machine, whose new actions join the same queue.
+    pub(crate) fn apply(&mut self, id: SocketId) {
+        // A listener's `Close` must follow its last socket's `Close`, which the machine queues
+        // after the `Close` action: tell the listener once every action is carried out.
+        let mut closed_under = None;
+        let mut closed = false;
+        while let Some(action) = self.actions.pop_front() {
+            let Some(slot) = self.sockets.get_mut(id) else {
+                self.actions.clear();
+                return;
+            };
+            match action {
+                Action::Emit(event) => self.queue.push_back(Queued::Socket(id, event)),
+                Action::Shutdown => {
+                    let result = match &slot.stream {
+                        Some(stream) => sys::shutdown_write(stream),
+                        None => Err(io::ErrorKind::NotConnected.into()),
+                    };
+                    slot.conn.on_shutdown(result, &mut self.actions);
+                }
+                Action::Close { reset } => {
+                    if let Some(stream) = slot.stream.take() {
+                        sys::close(stream, reset);
+                    }
+                    for t in [slot.idle.take(), slot.deadline.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.timers.cancel(t);
+                    }
+                    closed_under = slot.listener;
+                    closed = true;
+                    self.reclaim.push(id);
+                }
+                Action::ArmDeadline(which) => {
+                    if let Some(old) = slot.deadline.take() {
+                        self.timers.cancel(old);
+                    }
+                    let key = TimerKey::Deadline(id, which);
+                    slot.deadline = match which {
+                        _ if slot.conn.is_destroyed() => None,
+                        // Progress (bytes either way) re-arms it: an idle-kind timer, touched
+                        // for free by reads and writes.
+                        Deadline::FinWait => self
+                            .options
+                            .fin_wait
+                            .map(|wait| self.timers.arm_idle(key, wait, self.now)),
+                        Deadline::Linger => Some(
+                            self.timers
+                                .arm_deadline(key, later(self.now, self.options.linger)),
+                        ),
+                        // Armed directly by `connect` and `shutdown`, which know their limits.
+                        Deadline::Connect | Deadline::Shutdown => None,
+                    };
+                }
+            }
+        }
+        if closed {
+            self.on_fd_freed();
+        }
+        if let Some(lid) = closed_under {
+            let _ = self.drive_listener(lid, |l, out| {
+                l.on_socket_closed(out);
+                Ok(())
+            });
+        }
+    }
+
+    /// If epoll reported an error on this socket (`EPOLLERR`), takes the pending socket error
+    /// and, when there is one, destroys the socket with it (a reset is reported as
+    /// [`CloseReason::PeerReset`](crate::CloseReason::PeerReset)). This is how a reset reaches
+    /// a socket that nothing reads or writes — paused, after the peer's FIN, with an empty
+    /// queue — and it costs a syscall only for sockets that had such a report. Returns whether
+    /// the socket is destroyed now.
+    pub(crate) fn surface_pending_error(&mut self, id: SocketId) -> bool {
+        let Some(slot) = self.sockets.get_mut(id) else {
+            return false;
+        };
+        if !slot.error_hint || slot.conn.is_destroyed() {
+            return false;
+        }
+        slot.error_hint = false;
+        let Some(error) = slot.stream.as_ref().and_then(sys::take_error) else {
+            return false;
+        };
+        slot.conn.on_io_error(error, &mut self.actions);
+        self.apply(id);
+        true
+    }
+
+    pub(crate) fn schedule(&mut self, id: SocketId) {
+        if let Some(slot) = self.sockets.get_mut(id)
+            && !slot.scheduled
+        {
+            slot.scheduled = true;
+            self.ready.push(id);
+        }
+    }
+
+    /// The write path: with nothing queued the bytes go straight to the kernel and only what
+    /// it did not take joins the queue (an owned buffer nothing of which was sent joins it
+    /// without a copy).
+    pub(crate) fn write_cow(&mut self, id: SocketId, data: Cow<'_, [u8]>) -> Result<bool> {
+        let slot = self.sockets.get_mut(id).ok_or(Error::StaleId)?;
+        slot.conn.check_write()?;
+        let mut sent = 0;
+        let mut failed = None;
+        if !data.is_empty()
+            && slot.writable
+            && slot.conn.may_send()
+            && slot.conn.queue().is_empty()
+            && let Some(stream) = &slot.stream
+        {
+            match sys::send(stream, &data) {
+                Ok(n) => {
+                    sent = n;
+                    // A partial send means the send buffer is full; the kernel set
+                    // SOCK_NOSPACE and will report the next writable edge.
+                    if n < data.len() {
+                        slot.writable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.writable = false,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if sent > 0 {
+            slot.touch(&mut self.timers, self.now);
+        }
+        // Queued either way so that, if the send failed, the bytes count as unsent.
+        let below = match data {
+            Cow::Owned(buffer) if sent == 0 => slot.conn.accept_write_owned(buffer),
+            data => slot.conn.accept_write(&data, sent),
+        };
+        if let Some(e) = failed {
+            slot.conn.on_io_error(e, &mut self.actions);
+            self.apply(id);
+            return Ok(false);
+        }
+        Ok(below)
+    }
+
+    /// Hands queued bytes to the kernel until the queue is empty or the kernel is full.
+    pub(crate) fn flush(&mut self, id: SocketId) {
+        loop {
+            let Some(slot) = self.sockets.get_mut(id) else {
+                return;
+            };
+            if !slot.writable || !slot.conn.may_send() || slot.conn.queue().is_empty() {
+                return;
+            }
+            let Some(stream) = &slot.stream else { return };
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = slot.conn.queue().fill(&mut slices);
+            let offered: usize = slices[..n].iter().map(|s| s.len()).sum();
+            match sys::send_vectored(stream, &slices[..n]) {
+                Ok(written) => {
+                    if written < offered {
+                        slot.writable = false;
+                    }
+                    slot.touch(&mut self.timers, self.now);
+                    slot.conn.on_written(written, &mut self.actions);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.writable = false;
+                    return;
+                }
+                Err(e) => slot.conn.on_io_error(e, &mut self.actions),
+            }
+            self.apply(id);
+        }
+    }
+}
+
+// ---- listener inputs and actions ----------------------------------------------------------
+
+impl Context {
+    /// Gives one input to a listener's machine and carries out the actions it produced.
+    pub(crate) fn drive_listener(
+        &mut self,
+        id: ListenerId,
+        input: impl FnOnce(&mut Listener, &mut ListenerActions) -> Result<()>,
+    ) -> Result<()> {
+        let slot = self.listeners.get_mut(id).ok_or(Error::StaleId)?;
+        let result = input(&mut slot.machine, &mut self.listener_actions);
+        self.apply_listener(id);
+        result
+    }
+
+    /// Carries out the actions a listener's machine just produced, in order.
+    fn apply_listener(&mut self, id: ListenerId) {
+        while let Some(action) = self.listener_actions.pop_front() {
+            let Some(slot) = self.listeners.get_mut(id) else {
+                self.listener_actions.clear();
+                return;
+            };
+            match action {
+                ListenerAction::Silence => self.set_listener_interest(id, false),
+                ListenerAction::Schedule => {
+                    if !slot.scheduled {
+                        slot.scheduled = true;
+                        self.ready_listeners.push(id);
+                    }
+                }
+                ListenerAction::ArmRetry => {
+                    let at = later(self.now, self.options.accept_retry);
+                    let timer = self.timers.arm_deadline(TimerKey::AcceptRetry(id), at);
+                    if let Some(old) = slot.retry.replace(timer) {
+                        self.timers.cancel(old);
+                    }
+                }
+                ListenerAction::CancelRetry => {
+                    if let Some(t) = slot.retry.take() {
+                        self.timers.cancel(t);
+                    }
+                }
+                ListenerAction::Close => {
+                    // Dropping the fd closes the socket, which also removes it from epoll,
+                    // and makes the kernel refuse new connects instead of queueing them in a
+                    // backlog nobody reads.
+                    drop(slot.listener.take());
+                    slot.machine.on_fd_closed(&mut self.listener_actions);
+                }
+                ListenerAction::Shutdown { grace } => {
+                    for sid in self.socket_ids() {
+                        if self.slot(sid).is_ok_and(|s| s.listener == Some(id)) {
+                            let _ = self.end(sid);
+                        }
+                    }
+                    self.timers
+                        .arm_deadline(TimerKey::Shutdown(Some(id)), later(self.now, grace));
+                }
+                ListenerAction::Emit(event) => {
+                    let closed = matches!(event, ListenerEvent::Close);
+                    self.queue.push_back(Queued::Listener(id, event));
+                    if closed {
+                        self.reclaim_listeners.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns a listener's readiness reports on or off (a no-op when already so). Off while it
+    /// must leave connections queued, or its level-triggered readiness would wake every poll.
+    fn set_listener_interest(&mut self, id: ListenerId, interested: bool) {
+        let Some(slot) = self.listeners.get_mut(id) else {
+            return;
+        };
+        if slot.interested == interested {
+            return;
+        }
+        let Some(listener) = &slot.listener else {
+            return;
+        };
+        match sys::set_listener_interest(
+            self.registry.as_fd(),
+            listener,
+            TokenKind::Listener(id).to_token(),
+            interested,
+        ) {
+            Ok(()) => slot.interested = interested,
+            // Cannot happen for a registered, open fd; if it did, the listener keeps its
+            // previous setting: at worst polls wake early, or accepting waits for a close.
+            Err(e) => log::warn!("{id}: epoll_ctl: {e}"),
+        }
+    }
+
+    /// A socket just closed, so an fd is free: listeners that backed off try again now
+    /// instead of waiting for their retry timer.
+    fn on_fd_freed(&mut self) {
+        // Runs on every close: the common case (nothing backed off) must not allocate.
+        if !self
+            .listeners
+            .iter()
+            .any(|(_, l)| l.machine.state() == crate::listener::ListenerState::BackedOff)
+        {
+            return;
+        }
+        let backed_off: Vec<ListenerId> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.machine.state() == crate::listener::ListenerState::BackedOff)
+            .map(|(id, _)| id)
+            .collect();
+        for lid in backed_off {
+            let _ = self.drive_listener(lid, |l, out| {
+                l.on_fd_freed(out);
+                Ok(())
+            });
+        }
+    }
+}
+
+// ---- timers and reclaim -------------------------------------------------------------------
+
+impl Context {
+    /// Handles a timer that came due.
+    pub(crate) fn on_timer(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Idle(id) => {
+                if self.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
+                    self.queue.push_back(Queued::Socket(id, Event::Timeout));
+                }
+            }
+            TimerKey::Deadline(id, which) => {
+                // A reset that arrived is older news than a deadline due now: report it.
+                if self.surface_pending_error(id) {
+                    return;
+                }
+                let Some(slot) = self.sockets.get_mut(id) else {
+                    return;
+                };
+                slot.deadline = None;
+                slot.conn.on_deadline(which, &mut self.actions);
+                self.apply(id);
+            }
+            TimerKey::Shutdown(scope) => {
+                for id in self.socket_ids() {
+                    let in_scope = match scope {
+                        None => true,
+                        Some(lid) => self.slot(id).is_ok_and(|s| s.listener == Some(lid)),
+                    };
+                    if in_scope
+                        && !self.surface_pending_error(id)
+                        && let Some(slot) = self.sockets.get_mut(id)
+                    {
+                        slot.conn.on_deadline(Deadline::Shutdown, &mut self.actions);
+                        self.apply(id);
+                    }
+                }
+            }
+            TimerKey::AcceptRetry(lid) => {
+                if let Ok(slot) = self.listener_mut(lid) {
+                    slot.retry = None;
+                }
+                let _ = self.drive_listener(lid, |l, out| {
+                    l.on_retry(out);
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    /// Frees the slots of sockets destroyed in this batch (their ids go stale), and the slots
+    /// of listeners whose `Close` was queued.
+    pub(crate) fn reclaim(&mut self) {
+        for id in self.reclaim.drain(..) {
+            self.sockets.remove(id);
+        }
+        for id in self.reclaim_listeners.drain(..) {
+            self.listeners.remove(id);
+        }
+    }
+}
+
+// ---- readiness: accept, connect, read -----------------------------------------------------
+
+/// Connections one listener may accept in a turn that follows a long one (see [`LONG_TURN`]);
+/// otherwise it accepts one. One is what nginx does by default: listeners are level-triggered,
+/// so waiting connections are reported again next turn, and stopping after one spares the
+/// `accept` that would only find the backlog empty (see `sys::register_listener`) — under
+/// connection churn that is one `accept4` per connection. But a turn can be long (heavy
+/// handlers, many busy sockets), and one accept per long turn would let a burst of connects
+/// wait for seconds: after such a turn the backlog is drained, up to this many, and the one
+/// `EAGAIN` that ends it is cheap next to the turn.
+pub(crate) const ACCEPT_BATCH: usize = 128;
+/// A turn that worked this long (from its poll's return to the next poll) is long.
+pub(crate) const LONG_TURN: Duration = Duration::from_millis(1);
+
+impl Reactor {
+    /// Accepts up to `limit` connections: one, or [`ACCEPT_BATCH`] after a long turn. The
+    /// listener is level-triggered: if more wait, the next poll reports it again, so short
+    /// turns make no `accept` that only returns `EAGAIN`. While the machine must leave
+    /// connections queued (full, backed off) its readiness reports are off; whatever ends that
+    /// state schedules the listener, which turns them back on here.
+    pub(crate) fn accept(&mut self, id: ListenerId, limit: usize) {
+        let cx = &mut self.cx;
+        let Ok(slot) = cx.listener_mut(id) else {
+            return;
+        };
+        slot.scheduled = false;
+        for _ in 0..limit {
+            let Ok(slot) = cx.listener_mut(id) else {
+                return;
+            };
+            if !slot.machine.may_accept() {
+                return;
+            }
+            if !slot.interested {
+                cx.set_listener_interest(id, true);
+            }
+            let Ok(slot) = cx.listener_mut(id) else {
+                return;
+            };
+            let Some(listener) = &slot.listener else {
+                return;
+            };
+            match sys::accept(listener) {
+                Ok(stream) => {
+                    let options = slot.options.clone();
+                    match cx.adopt(stream, id, &options) {
+                        Ok(_) => {
+                            let _ = cx.drive_listener(id, |l, out| {
+                                l.on_accepted(out);
+                                Ok(())
+                            });
+                        }
+                        Err(e) => log::debug!("{id}: dropping accepted connection: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if sys::is_transient_accept_error(&e) => {}
+                Err(e) => {
+                    // The pending connection stays queued: retrying at once would spin.
+                    // Running out of fds is expected under load; anything else is also
+                    // reported to the program.
+                    let retry = cx.options.accept_retry;
+                    let error = if sys::is_fd_exhaustion(&e) {
+                        log::warn!("{id}: accept: {e}; retrying in {retry:?}");
+                        None
+                    } else {
+                        log::warn!("{id}: accept failed: {e}; retrying in {retry:?}");
+                        Some(e.into())
+                    };
+                    let _ = cx.drive_listener(id, |l, out| {
+                        l.on_accept_error(error, out);
+                        Ok(())
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Services one socket: completes a connect, flushes, reads.
+    pub(crate) fn service<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+        let Ok(slot) = self.cx.slot_mut(id) else {
+            return;
+        };
+        if matches!(slot.conn.state(), State::Connecting { .. }) {
+            if !slot.writable {
+                return;
+            }
+            self.finish_connect(id);
+        }
+        self.cx.flush(id);
+        self.deliver(handler);
+        self.read(id, handler);
+        // An error report that neither the flush nor the reads surfaced — the socket is
+        // paused, past the peer's FIN, or had nothing to write — is acted on now, unless the
+        // socket still has input to read first (over its budget: it is scheduled again, and
+        // its data comes before the reset).
+        if self.cx.slot(id).is_ok_and(|s| !s.scheduled) {
+            self.cx.surface_pending_error(id);
+        }
+    }
+
+    fn finish_connect(&mut self, id: SocketId) {
+        let cx = &mut self.cx;
+        let Some(slot) = cx.sockets.get_mut(id) else {
+            return;
+        };
+        let Some(stream) = &slot.stream else {
+            return;
+        };
+        match sys::connect_outcome(stream) {
+            Ok(true) => slot.conn.on_connected(&mut cx.actions),
+            // Spurious wake-up: still connecting.
+            Ok(false) => {
+                slot.writable = false;
+                return;
+            }
+            Err(e) => slot.conn.on_io_error(e, &mut cx.actions),
+        }
+        cx.apply(id);
+    }
+
+    /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
+    /// from the shared buffer, after any event queued before it.
+    fn read<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+        let mut budget = self.cx.options.read_budget;
+        loop {
+            let cx = &mut self.cx;
+            let Some(slot) = cx.sockets.get_mut(id) else {
+                return;
+            };
+            if !slot.readable || !slot.conn.wants_read() {
+                return;
+            }
+            if budget == 0 {
+                cx.schedule(id);
+                return;
+            }
+            let Some(stream) = &slot.stream else {
+                return;
+            };
+            match sys::recv(stream, &mut self.read_buf) {
+                Ok(0) => {
+                    slot.readable = false;
+                    // A FIN followed by an RST reads as a plain EOF (the FIN sets SOCK_DONE);
+                    // only the pending socket error tells the reset apart.
+                    let reset = if std::mem::take(&mut slot.error_hint) {
+                        sys::take_error(stream)
+                    } else {
+                        None
+                    };
+                    match reset {
+                        Some(e) => slot.conn.on_io_error(e, &mut cx.actions),
+                        None => slot.conn.on_eof(&mut cx.actions),
+                    }
+                    cx.apply(id);
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    slot.touch(&mut cx.timers, cx.now);
+                    // A short read drained the kernel buffer: the next byte brings a new edge,
+                    // so skip the read that would only say WouldBlock — unless the peer's FIN
+                    // or RST is already known, which brings no further edge.
+                    if n < self.read_buf.len() && !slot.read_closed {
+                        slot.readable = false;
+                    }
+                    if slot.conn.on_read(n) {
+                        self.deliver(handler);
+                        handler.on_event(&mut self.cx, id, Event::Data(&self.read_buf[..n]));
+                        self.deliver(handler);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.readable = false;
+                    return;
+                }
+                Err(e) => {
+                    slot.conn.on_io_error(e, &mut cx.actions);
+                    cx.apply(id);
+                    return;
+                }
+            }
+        }
+    }
+}
