@@ -519,6 +519,127 @@ fn reactor_seeds() -> Vec<Vec<u8>> {
     e.op("PeerRead", 3, N).u8(0).u16(1000);
     e.op("CloseListener", 9, N);
     seeds.push(seed::<Op>(&e));
+    // Peer resets (B2.7), each reported as Error + Close(PeerReset) with no call from the
+    // program after the RST. Local calls: 0 write, 1 end, 2 destroy_soon, 4 pause, 6 destroy.
+    // One connection is accepted per turn: two turns after two connects. Config's limits
+    // bit 3 (8) shrinks the kernel buffers so that local writes stay queued.
+    let write = |e: &mut Enc, peer: u8, len: u16| {
+        local(e, peer, 0);
+        e.u16(len);
+    };
+    // 5. Paused, with unread input in the kernel.
+    let mut e = Enc::default();
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    local(&mut e, 0, 4);
+    e.op("PeerWrite", 2, N).u8(0).u16(5000);
+    e.op("Run", 7, N);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 6. Half-closed remote: allow_half_open, 8 bytes and the peer's FIN, the program does
+    // nothing; then the RST. And a second peer the same, paused with bytes queued.
+    let mut e = Enc::default();
+    e.op("Config", 0, N).bool(true).u8(0).u8(8);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    e.op("PeerWrite", 2, N).u8(0).u16(8);
+    e.op("PeerShutdown", 4, N).u8(0);
+    e.op("PeerShutdown", 4, N).u8(1);
+    e.op("Run", 7, N);
+    local(&mut e, 1, 4);
+    for _ in 0..4 {
+        write(&mut e, 1, 8191);
+    }
+    e.op("Run", 7, N);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("PeerReset", 5, N).u8(1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 7. Half-closed local: after end() (FIN sent), and after end() then pause().
+    let mut e = Enc::default();
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    local(&mut e, 0, 1);
+    local(&mut e, 1, 1);
+    local(&mut e, 1, 4);
+    e.op("Run", 7, N);
+    e.op("PeerWrite", 2, N).u8(1).u16(100);
+    e.op("Run", 7, N);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("PeerReset", 5, N).u8(1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 8. Lingering: destroy_soon while the peer keeps sending, then the RST; a second
+    // lingering socket still flushing its queue (small buffers).
+    let mut e = Enc::default();
+    e.op("Config", 0, N).bool(false).u8(0).u8(8);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    e.op("PeerWrite", 2, N).u8(0).u16(3000);
+    local(&mut e, 0, 4);
+    local(&mut e, 0, 2);
+    for _ in 0..4 {
+        write(&mut e, 1, 8191);
+    }
+    local(&mut e, 1, 2);
+    e.op("Run", 7, N);
+    e.op("PeerWrite", 2, N).u8(0).u16(3000);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("PeerReset", 5, N).u8(1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 9. Bytes queued (small buffers, the peers read nothing): one peer resets while open,
+    // the other after end() left its FIN pending behind the queue.
+    let mut e = Enc::default();
+    e.op("Config", 0, N).bool(false).u8(0).u8(8);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    for _ in 0..4 {
+        write(&mut e, 0, 8191);
+        write(&mut e, 1, 8191);
+    }
+    local(&mut e, 1, 1);
+    e.op("Run", 7, N);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("PeerReset", 5, N).u8(1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 10. A reset in the backlog (max_connections 1), accepted once the first socket closes.
+    let mut e = Enc::default();
+    e.op("Config", 0, N).bool(false).u8(0).u8(1);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("PeerWrite", 2, N).u8(1).u16(10);
+    e.op("PeerReset", 5, N).u8(1);
+    local(&mut e, 0, 6);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // 11. No RST at all: both FINs exchanged before the peer's close (its socket is CLOSE),
+    // so the socket closes Graceful, never PeerReset. Then a reset overtaken by the
+    // program's end() (any one Close will do).
+    let mut e = Enc::default();
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("Run", 7, N);
+    local(&mut e, 0, 1);
+    e.op("PeerShutdown", 4, N).u8(0);
+    e.op("PeerReset", 5, N).u8(0);
+    e.op("PeerReset", 5, N).u8(1);
+    local(&mut e, 1, 1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
     seeds
 }
 

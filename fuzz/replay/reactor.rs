@@ -3,8 +3,9 @@
 //! One listener; up to 4 peers as non-blocking `std::net` sockets that the input drives
 //! (write, read, shut down writing, reset, or simply stall), local calls on the accepted
 //! sockets (write, end, destroy_soon, reset_and_destroy, pause, resume, destroy), and loop
-//! turns without waiting. At the end every remaining socket is resumed and ended, the peers
-//! read to EOF and shut down, and the loop runs until everything has closed (at most 2 s).
+//! turns without waiting. At the end every remaining socket is resumed and ended — except
+//! those whose peer sent an RST, which must close on their own — the peers read to EOF and
+//! shut down, and the loop runs until everything has closed (at most 2 s).
 //!
 //! Checked: exactly one `Close` per socket and last, `Error` right before it, `End`/`Finish`
 //! at most once, no `Data` after `End`; bytes arrive in order both ways (running patterns);
@@ -12,21 +13,45 @@
 //! that closed `Graceful` delivered every byte it accepted to its peer, and `unsent` is never
 //! more than what the peer did not get; no socket is left and the process's fd count returns
 //! to where it started.
+//!
+//! Peer resets (B2.7), at any moment — while the local socket is paused, half-closed either
+//! way, lingering, with bytes queued (`Config`'s small buffers), or still in the listener's
+//! backlog: just before the peer closes with `SO_LINGER{on, 0}` the model reads its TCP state
+//! and predicts whether its kernel sends an RST at all ([`close_sends_rst`]), and, for a live
+//! socket of ours, waits until the RST has reset it in the kernel. Each RST that reaches a
+//! socket that is live then (or accepted later) must be reported as `Error` +
+//! `Close(PeerReset)`, with no call from the program after the reset — and, for a socket
+//! live at the reset, in the very next loop turn (no deadline may win over it, the listener
+//! shutdown's grace included) — unless the program itself closed or ended the socket after
+//! the reset (`end`, `destroy_soon`, `destroy`, `reset_and_destroy`, or a listener shutdown,
+//! which ends its sockets): then any one `Close` will do. Conversely, `PeerReset` on a
+//! socket whose peer sent no RST is a failure. (It cannot come from a genuine `EPIPE`
+//! either: a send fails with `EPIPE` without a pending reset only after our own
+//! `shutdown(SHUT_WR)` or on a socket the kernel closed without an error, and the reactor
+//! never sends after its FIN; the only way an accepted socket of this model is closed by its
+//! kernel without a reset error is the exchange of both FINs, after which it sends nothing.)
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use finwait::{
     CloseInfo, CloseReason, Context, Event, Handler, ListenOptions, ListenerEvent, ListenerId,
-    Reactor, ReactorOptions, SocketId,
+    Reactor, ReactorOptions, SocketId, State,
 };
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 const MAX_PEERS: usize = 4;
 const MAX_OPS: usize = 96;
 /// How long the final drain may take before the run fails.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// With `Config`'s small buffers, the `SO_SNDBUF` of the accepted sockets (set on the
+/// listener, whose sockets inherit it) and the `SO_RCVBUF` of the peers. Loopback's autotuned
+/// buffers take about 4 MB before a write would block, more than a run can write; with these
+/// the kernel takes about 10 KB, and further writes wait in the reactor's queue.
+const SMALL_BUFFER: usize = 4096;
 
 /// A call on the accepted socket of one peer.
 #[derive(arbitrary::Arbitrary, Debug, Clone, Copy)]
@@ -44,7 +69,7 @@ pub enum LocalCall {
 pub enum Operation {
     /// Only as the first operation: the listener's `allow_half_open`, a high-water mark of
     /// `1 + hwm * 64` bytes, and `limits`: bits 0-1 `max_connections` (0: none), bit 2 a
-    /// 2 ms idle timeout on every socket.
+    /// 2 ms idle timeout on every socket, bit 3 small kernel buffers (see [`SMALL_BUFFER`]).
     Config {
         allow_half_open: bool,
         hwm: u8,
@@ -79,6 +104,173 @@ fn local_byte(i: u64) -> u8 {
 /// Byte `i` of what a peer writes.
 fn peer_byte(i: u64) -> u8 {
     (i % 253) as u8
+}
+
+/// Linux TCP states (`include/net/tcp_states.h`), as `tcpi_state` reports them.
+mod tcp {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const CLOSING: u8 = 11;
+}
+
+/// `TCP_INFO` of a TCP socket.
+fn tcp_info(fd: BorrowedFd<'_>) -> libc::tcp_info {
+    // SAFETY: `tcp_info` is plain integers, so all zeroes is a valid value; the kernel writes
+    // at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is open (borrowed), `info` is live and `len` is its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+    info
+}
+
+/// What closing `stream` with `SO_LINGER{on, 0}` will put on the wire, read just before the
+/// close: its TCP state (`TCP_INFO`'s `tcpi_state`) and whether Linux sends RST.
+///
+/// `__tcp_close` (net/ipv4/tcp.c) sends RST when unread input is thrown away, from any state
+/// but `CLOSE`; otherwise the zero linger calls `tcp_disconnect`, which sends RST from the
+/// states of `tcp_need_reset` (`ESTABLISHED`, `CLOSE_WAIT`, `FIN_WAIT1`, `FIN_WAIT2`,
+/// `SYN_RECV`), and from `CLOSING`/`LAST_ACK` only while part of what was written (our FIN
+/// included) is not sent yet. From `CLOSE` — reset already, or both FINs exchanged (the
+/// socket behind the fd is `CLOSE` once its `TIME_WAIT` twin took over) — nothing is sent.
+fn close_sends_rst(stream: &TcpStream) -> (u8, bool) {
+    let info = tcp_info(stream.as_fd());
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one c_int, which `unread` is.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
+    let state = info.tcpi_state;
+    let rst = match state {
+        tcp::CLOSE => false,
+        _ if unread > 0 => true,
+        tcp::ESTABLISHED | tcp::CLOSE_WAIT | tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::SYN_RECV => {
+            true
+        }
+        tcp::CLOSING | tcp::LAST_ACK => info.tcpi_notsent_bytes > 0,
+        _ => false,
+    };
+    (state, rst)
+}
+
+/// This process's fds, each borrowed for `f` until it returns `Some`.
+///
+/// Sound because nothing closes an fd while it runs: the run is single-threaded (the replay
+/// tests run one at a time), and a number that is not a socket, or the directory's own fd
+/// once closed, only makes the socket calls in `f` fail.
+fn find_fd<T>(mut f: impl FnMut(BorrowedFd<'_>) -> Option<T>) -> Option<T> {
+    let dir = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    for entry in dir.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        // SAFETY: see above; the borrow ends with `f`'s call.
+        if let Some(found) = f(unsafe { BorrowedFd::borrow_raw(fd) }) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The fd of the reactor's socket from `local` to `peer`: the socket the listener at `local`
+/// accepted from the peer at `peer`, if it is not `CLOSE` (Linux gives a `CLOSE` socket no
+/// peer address).
+fn find_socket(local: SocketAddr, peer: SocketAddr) -> Option<RawFd> {
+    find_fd(|fd| {
+        let socket = SockRef::from(&fd);
+        (socket.local_addr().ok()?.as_socket() == Some(local)
+            && socket.peer_addr().ok()?.as_socket() == Some(peer)
+            && tcp_info(fd).tcpi_state != tcp::CLOSE)
+            .then(|| fd.as_raw_fd())
+    })
+}
+
+/// Waits (at most 2 s) until the kernel has processed an RST on the reactor's socket `fd`:
+/// `tcp_reset` leaves it `CLOSE`. On loopback this happens within the peer's `close`, unless
+/// the kernel defers its receive processing to `ksoftirqd`; waiting makes sure the reset is
+/// there for the reactor's next poll whatever the load.
+fn wait_for_reset(fd: RawFd) -> bool {
+    // SAFETY: the reactor keeps `fd` open (the socket is live) and does not run meanwhile.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let started = Instant::now();
+    while tcp_info(fd).tcpi_state != tcp::CLOSE {
+        if started.elapsed() > Duration::from_secs(2) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    true
+}
+
+/// Where the peer's accepted socket was when the peer reset.
+#[derive(Debug, Clone, Copy)]
+enum LocalAtReset {
+    /// Accepted and not destroyed, in this state.
+    Live(SocketId, State),
+    /// Still in the listener's backlog (it may be accepted later, or never).
+    NotAccepted,
+    /// Already destroyed: the reset reaches no socket of ours.
+    Gone,
+}
+
+/// A peer's reset (`PeerReset`), as the model saw it.
+#[derive(Debug, Clone, Copy)]
+struct Reset {
+    /// The operation's index in the input.
+    op: usize,
+    /// The peer's TCP state just before its close (`tcpi_state`).
+    tcp_state: u8,
+    /// Whether its kernel sent RST (see [`close_sends_rst`]) to a socket of ours that was
+    /// not `CLOSE` already (an RST can only reset a live connection).
+    rst: bool,
+    local: LocalAtReset,
+    /// The loop turns run before the reset: a socket live then reports it in the next one.
+    turn: u64,
+    /// The program ended or closed the accepted socket after the reset (a local `end`,
+    /// `destroy_soon`, `destroy`, `reset_and_destroy`, or a listener shutdown): its `Close`
+    /// may then be of any kind.
+    closed_by_app: bool,
+}
+
+impl Reset {
+    /// Whether the RST reached a socket of ours that must report it (if it was ever
+    /// accepted, for one still in the backlog).
+    fn must_report(&self) -> bool {
+        self.rst && !self.closed_by_app && !matches!(self.local, LocalAtReset::Gone)
+    }
+
+    fn describe(&self) -> String {
+        let local = match self.local {
+            LocalAtReset::Live(id, state) => format!("{id} live in {state:?}"),
+            LocalAtReset::NotAccepted => "not accepted yet".to_string(),
+            LocalAtReset::Gone => "already destroyed".to_string(),
+        };
+        format!(
+            "reset at operation {} after turn {} from TCP state {}, {}, our socket {local}{}",
+            self.op,
+            self.turn,
+            self.tcp_state,
+            if self.rst { "RST sent" } else { "no RST sent" },
+            if self.closed_by_app {
+                ", then ended or closed by the program"
+            } else {
+                ""
+            },
+        )
+    }
 }
 
 struct Peer {
@@ -140,6 +332,10 @@ struct Local {
     /// What the peer had written when `End` was delivered.
     peer_written_at_end: Option<u64>,
     received_at_end: Option<u64>,
+    /// The error reported, if any (for failure messages).
+    error: Option<String>,
+    /// The loop turn that delivered `Close`.
+    closed_in_turn: Option<u64>,
 }
 
 #[derive(Default)]
@@ -149,22 +345,29 @@ struct Rec {
     /// Accepted connections that came from outside this run (reset at once, then ignored).
     foreign: std::collections::HashSet<SocketId>,
     peer_written: Vec<u64>,
-    peer_reset: Vec<bool>,
+    /// Each peer's reset, once it reset.
+    resets: Vec<Option<Reset>>,
     locals: HashMap<SocketId, Local>,
     by_peer: HashMap<usize, SocketId>,
     problems: Vec<String>,
     listener_closes: usize,
+    /// Loop turns (`run_once` calls) so far, the current one included.
+    turns: u64,
 }
 
 impl Handler for Rec {
     fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
         if let Event::Accepted(_) = event {
             // A connection the peer already reset has no peer address any more: it is the
-            // oldest reset peer not accepted yet (the backlog is first in, first out).
+            // oldest peer that reset it from the backlog and is not accepted yet (the
+            // backlog is first in, first out).
             let peer = match cx.peer_addr(id) {
                 Ok(addr) => self.peer_addrs.iter().position(|a| *a == addr),
-                Err(_) => (0..self.peer_addrs.len())
-                    .find(|p| self.peer_reset[*p] && !self.by_peer.contains_key(p)),
+                Err(_) => (0..self.peer_addrs.len()).find(|p| {
+                    !self.by_peer.contains_key(p)
+                        && self.resets[*p]
+                            .is_some_and(|r| r.rst && matches!(r.local, LocalAtReset::NotAccepted))
+                }),
             };
             let Some(peer) = peer else {
                 match cx.peer_addr(id) {
@@ -223,9 +426,13 @@ impl Handler for Rec {
             }
             Event::Close(info) => {
                 local.close = Some(*info);
+                local.closed_in_turn = Some(self.turns);
                 format!("Close({:?})", info.reason)
             }
-            Event::Error(_) => "Error".to_string(),
+            Event::Error(e) => {
+                local.error = Some(format!("{e:?}"));
+                "Error".to_string()
+            }
             other => format!("{other:?}"),
         };
         local.events.push(name);
@@ -245,6 +452,37 @@ impl Handler for Rec {
             }
         }
     }
+}
+
+/// Sets `SO_SNDBUF` on the reactor's listening socket bound to `addr`, found among this
+/// process's fds (the model has no other way to reach it); the sockets it accepts inherit it.
+fn shrink_listener_send_buffer(addr: SocketAddr) {
+    let found = find_fd(|fd| {
+        let socket = SockRef::from(&fd);
+        (socket.local_addr().ok()?.as_socket() == Some(addr) && socket.is_listener().ok()?).then(
+            || {
+                socket
+                    .set_send_buffer_size(SMALL_BUFFER)
+                    .expect("SO_SNDBUF on the listener")
+            },
+        )
+    });
+    assert!(
+        found.is_some(),
+        "the listening socket {addr} is not among this process's fds"
+    );
+}
+
+/// A blocking connect to `addr`, with a small `SO_RCVBUF` set before it when `small` (so the
+/// window it advertises is small from the start).
+fn connect_peer(addr: SocketAddr, small: bool) -> io::Result<TcpStream> {
+    if !small {
+        return TcpStream::connect(addr);
+    }
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_recv_buffer_size(SMALL_BUFFER)?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn fd_count() -> usize {
@@ -296,6 +534,44 @@ fn check_events(id: SocketId, local: &Local) {
     }
 }
 
+/// B2.7: an RST that reached the socket is reported as `Error` + `Close(PeerReset)` (exactly
+/// once: `check_events` allows one `Close` and one `Error`) — by the very next loop turn when
+/// the socket was live at the reset (the model waited for the RST to land, so that turn's poll
+/// sees it; no deadline may win over it either) — and `PeerReset` is only ever the report of
+/// an RST.
+fn check_reset(id: SocketId, local: &Local, reset: Option<&Reset>) {
+    let info = local.close.expect("closed");
+    let ev = &local.events;
+    if let Some(reset) = reset
+        && reset.must_report()
+    {
+        let n = ev.len();
+        assert!(
+            n >= 2 && ev[n - 2] == "Error" && ev[n - 1] == "Close(PeerReset)",
+            "{id}: its peer reset ({}) but it closed with {:?} (error {:?}, events {ev:?})",
+            reset.describe(),
+            info.reason,
+            local.error,
+        );
+        if let LocalAtReset::Live(..) = reset.local {
+            assert_eq!(
+                local.closed_in_turn,
+                Some(reset.turn + 1),
+                "{id}: its peer reset ({}) and it was not closed in the next turn (events {ev:?})",
+                reset.describe(),
+            );
+        }
+    }
+    if info.reason == CloseReason::PeerReset {
+        assert!(
+            reset.is_some_and(|r| r.rst),
+            "{id}: Close(PeerReset) but its peer sent no RST ({}; error {:?}, events {ev:?})",
+            reset.map_or("no reset".to_string(), Reset::describe),
+            local.error,
+        );
+    }
+}
+
 pub fn replay(ops: &[Operation]) {
     let fds_before = fd_count();
     run(ops);
@@ -331,10 +607,14 @@ fn run(ops: &[Operation]) {
         .listen("127.0.0.1:0".parse().unwrap(), listen)
         .expect("listen");
     let addr = r.listener_addr(listener).expect("listener address");
+    let small_buffers = limits & 8 != 0;
+    if small_buffers {
+        shrink_listener_send_buffer(addr);
+    }
     let mut h = Rec::default();
     let mut peers: Vec<Peer> = Vec::new();
 
-    for op in ops.iter().skip(start).take(MAX_OPS) {
+    for (at, op) in ops.iter().enumerate().skip(start).take(MAX_OPS) {
         match *op {
             Operation::Config { .. } => {}
             Operation::PeerConnect => {
@@ -343,7 +623,7 @@ fn run(ops: &[Operation]) {
                 }
                 // Loopback connects complete in the kernel before any accept; a failure
                 // (ephemeral ports exhausted) just skips the peer.
-                let Ok(stream) = TcpStream::connect(addr) else {
+                let Ok(stream) = connect_peer(addr, small_buffers) else {
                     continue;
                 };
                 let peer_addr = stream.local_addr().expect("peer address");
@@ -356,7 +636,7 @@ fn run(ops: &[Operation]) {
                 stream.set_nonblocking(true).expect("nonblocking peer");
                 h.peer_addrs.push(peer_addr);
                 h.peer_written.push(0);
-                h.peer_reset.push(false);
+                h.resets.push(None);
                 peers.push(Peer {
                     stream: Some(stream),
                     addr: peer_addr,
@@ -410,9 +690,44 @@ fn run(ops: &[Operation]) {
                     continue;
                 };
                 if let Some(stream) = peers[i].stream.take() {
-                    h.peer_reset[i] = true;
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    let local = match h.by_peer.get(&i) {
+                        None => LocalAtReset::NotAccepted,
+                        Some(&id) => match r.state(id) {
+                            Ok(State::Destroyed) | Err(_) => LocalAtReset::Gone,
+                            Ok(state) => LocalAtReset::Live(id, state),
+                        },
+                    };
+                    // A live socket of ours has an open fd, found by its addresses — unless
+                    // it is `CLOSE` already (both FINs exchanged), which has no peer address
+                    // any more and cannot be reset either.
+                    let local_fd = match local {
+                        LocalAtReset::Live(..) => find_socket(addr, peers[i].addr),
+                        _ => None,
+                    };
+                    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    let (tcp_state, sent) = close_sends_rst(&stream);
                     drop(stream);
+                    let rst = sent
+                        && match local {
+                            LocalAtReset::Live(..) => local_fd.is_some(),
+                            _ => true,
+                        };
+                    let reset = Reset {
+                        op: at,
+                        tcp_state,
+                        rst,
+                        local,
+                        turn: h.turns,
+                        closed_by_app: false,
+                    };
+                    if rst && let Some(fd) = local_fd {
+                        assert!(
+                            wait_for_reset(fd),
+                            "peer {i}'s RST did not reset our socket in 2 s ({})",
+                            reset.describe()
+                        );
+                    }
+                    h.resets[i] = Some(reset);
                 }
             }
             Operation::Local { peer, call } => {
@@ -422,7 +737,7 @@ fn run(ops: &[Operation]) {
                 let Some(&id) = h.by_peer.get(&i) else {
                     continue;
                 };
-                match call {
+                let closing = match call {
                     LocalCall::Write { len } => {
                         let local = h.locals.get_mut(&id).expect("known local");
                         let len = u64::from(len % 8192);
@@ -431,37 +746,58 @@ fn run(ops: &[Operation]) {
                         if r.write(id, &data).is_ok() {
                             local.written += len;
                         }
+                        false
                     }
-                    LocalCall::End => drop(r.end(id)),
-                    LocalCall::DestroySoon => drop(r.destroy_soon(id)),
-                    LocalCall::ResetAndDestroy => drop(r.reset_and_destroy(id)),
-                    LocalCall::Pause => drop(r.pause(id)),
-                    LocalCall::Resume => drop(r.resume(id)),
-                    LocalCall::Destroy => drop(r.destroy(id)),
+                    LocalCall::End => r.end(id).is_ok(),
+                    LocalCall::DestroySoon => r.destroy_soon(id).is_ok(),
+                    LocalCall::ResetAndDestroy => r.reset_and_destroy(id).is_ok(),
+                    LocalCall::Pause => {
+                        let _ = r.pause(id);
+                        false
+                    }
+                    LocalCall::Resume => {
+                        let _ = r.resume(id);
+                        false
+                    }
+                    LocalCall::Destroy => r.destroy(id).is_ok(),
+                };
+                if closing && let Some(reset) = &mut h.resets[i] {
+                    reset.closed_by_app = true;
                 }
             }
             Operation::ShutdownListener { grace_ms } => {
                 let grace = Duration::from_millis(u64::from(grace_ms % 100));
-                let _ = r.shutdown_listener(listener, grace);
+                // It ends every socket of the listener: a reset already there may then be
+                // overtaken by that `end` (a graceful close at once after the peer's FIN).
+                if r.shutdown_listener(listener, grace).is_ok() {
+                    for reset in h.resets.iter_mut().flatten() {
+                        reset.closed_by_app = true;
+                    }
+                }
             }
             Operation::CloseListener => drop(r.close_listener(listener)),
-            Operation::Run => r.run_once(&mut h, Some(Duration::ZERO)).expect("run_once"),
+            Operation::Run => turn(&mut r, &mut h, Duration::ZERO),
         }
         assert!(h.problems.is_empty(), "handler saw: {:#?}", h.problems);
     }
 
-    // Drain: end everything, peers read to EOF and answer with their FIN.
+    // Drain: end everything, peers read to EOF and answer with their FIN. A socket whose
+    // peer sent an RST is left alone: the reset alone must close it (B2.7).
     let started = Instant::now();
     let mut ended: HashSet<SocketId> = HashSet::new();
     loop {
         for id in r.socket_ids() {
-            if ended.insert(id) {
+            let reset_by_peer = h
+                .locals
+                .get(&id)
+                .and_then(|l| h.resets[l.peer])
+                .is_some_and(|reset| reset.rst);
+            if !reset_by_peer && ended.insert(id) {
                 let _ = r.resume(id);
                 let _ = r.end(id);
             }
         }
-        r.run_once(&mut h, Some(Duration::from_millis(1)))
-            .expect("run_once");
+        turn(&mut r, &mut h, Duration::from_millis(1));
         assert!(h.problems.is_empty(), "handler saw: {:#?}", h.problems);
         for p in &mut peers {
             p.read(usize::MAX);
@@ -486,7 +822,7 @@ fn run(ops: &[Operation]) {
                 .map(|(i, p)| {
                     let local = h.by_peer.get(&i).and_then(|id| h.locals.get(id));
                     format!(
-                        "peer {i}: done {} eof {} shut {} err {:?} wrote {} got {} open {} local {:?}",
+                        "peer {i}: done {} eof {} shut {} err {:?} wrote {} got {} open {} reset {:?} local {:?}",
                         p.done(),
                         p.eof,
                         p.shut,
@@ -494,6 +830,7 @@ fn run(ops: &[Operation]) {
                         p.written,
                         p.received,
                         p.stream.is_some(),
+                        h.resets[i].as_ref().map(Reset::describe),
                         local.map(|l| &l.events)
                     )
                 })
@@ -523,7 +860,8 @@ fn run(ops: &[Operation]) {
         // A peer that reset its own socket may drop what it had not read yet, also after our
         // side closed gracefully (found by this target): only peers that read to the end
         // must have everything.
-        if info.reason == CloseReason::Graceful && !h.peer_reset[local.peer] {
+        check_reset(id, local, h.resets[local.peer].as_ref());
+        if info.reason == CloseReason::Graceful && h.resets[local.peer].is_none() {
             assert_eq!(
                 p.received, local.written,
                 "{id}: closed Graceful but its peer got {} of {} bytes (events {:?})",
@@ -545,13 +883,19 @@ fn run(ops: &[Operation]) {
     }
     assert_eq!(r.live_sockets(), 0);
     let _ = r.close_listener(listener); // may be closed already
-    r.run_once(&mut h, Some(Duration::ZERO)).expect("run_once");
-    r.run_once(&mut h, Some(Duration::ZERO)).expect("run_once");
+    turn(&mut r, &mut h, Duration::ZERO);
+    turn(&mut r, &mut h, Duration::ZERO);
     assert_eq!(r.live_listeners(), 0, "listener not reclaimed");
     assert_eq!(h.listener_closes, 1, "listener Close events");
     assert!(h.problems.is_empty(), "handler saw: {:#?}", h.problems);
     drop(r);
     drop(peers);
+}
+
+/// One loop turn, counted.
+fn turn(r: &mut Reactor, h: &mut Rec, timeout: Duration) {
+    h.turns += 1;
+    r.run_once(h, Some(timeout)).expect("run_once");
 }
 
 fn pick(peers: &[Peer], n: u8) -> Option<usize> {
