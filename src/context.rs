@@ -106,10 +106,22 @@ impl Context {
         }
     }
 
-    /// Closes a listener: its fd is dropped at once, so new connects are refused instead of
-    /// waiting in a kernel backlog nobody will accept from. Sockets it accepted are left
-    /// alone; [`ListenerEvent::Close`](crate::ListenerEvent::Close) comes once the last of them has closed (unlike Node,
-    /// whose server `close` precedes its sockets' `close`).
+    /// Closes a listener: new connects are refused from now on, instead of waiting in a
+    /// kernel backlog nobody will accept from. Connections that already completed their
+    /// handshake and wait in the accept queue (a client may have sent its request) are taken
+    /// off it first — past `max_connections` if need be — and delivered as
+    /// [`Event::Accepted`](crate::Event::Accepted) like any other, so closing resets none of
+    /// them (Node, nginx and tokio close the fd and the kernel resets them all). Sockets it
+    /// accepted are left alone; [`ListenerEvent::Close`](crate::ListenerEvent::Close) comes
+    /// once the last of them has closed (unlike Node, whose server `close` precedes its
+    /// sockets' `close`).
+    ///
+    /// Not guaranteed: a handshake that completes between the last `accept` of that sweep
+    /// and the `close` itself (microseconds) is still reset by the kernel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleId`] for an unknown id, [`Error::Destroyed`] if already closed.
     pub fn close_listener(&mut self, id: ListenerId) -> Result<()> {
         self.drive_listener(id, |l, out| l.close(out))
     }
@@ -337,8 +349,11 @@ impl Context {
     }
 
     /// Graceful shutdown of the whole reactor: every listener closes at once (new connects
-    /// are refused), every connection is `end()`ed (queued data flushed, then FIN), and
-    /// whatever is still open after `grace` is destroyed with
+    /// are refused; connections waiting in its accept queue are taken and served, see
+    /// [`close_listener`](Self::close_listener)), every connection is asked to finish —
+    /// [`Handler::on_shutdown_request`](crate::Handler::on_shutdown_request), after the
+    /// reactor read what was waiting on it; by default it is `end()`ed: queued data flushed,
+    /// then FIN — and whatever is still open after `grace` is destroyed with
     /// [`CloseReason::Deadline`](crate::CloseReason::Deadline)`(Shutdown)`. Once everything
     /// has closed, [`Handler::on_shutdown_complete`](crate::Handler::on_shutdown_complete)
     /// runs and [`Reactor::run`](crate::Reactor::run) returns. A second call while one is
@@ -352,15 +367,18 @@ impl Context {
             let _ = self.close_listener(lid);
         }
         for id in self.socket_ids() {
-            let _ = self.end(id);
+            self.request_finish(id);
         }
         self.timers
             .arm_deadline(TimerKey::Shutdown(None), later(self.now, grace));
     }
 
-    /// Graceful shutdown of one listener: it closes at once, its connections are `end()`ed,
-    /// those still open after `grace` are destroyed, and [`ListenerEvent::Close`](crate::ListenerEvent::Close) reports
-    /// the end (once its last socket closed).
+    /// Graceful shutdown of one listener: it closes at once (its accept queue taken and
+    /// served, see [`close_listener`](Self::close_listener)), its connections are asked to
+    /// finish ([`Handler::on_shutdown_request`](crate::Handler::on_shutdown_request); by
+    /// default `end()`), those still open after `grace` are destroyed, and
+    /// [`ListenerEvent::Close`](crate::ListenerEvent::Close) reports the end (once its last
+    /// socket closed). A second call does nothing.
     pub fn shutdown_listener(&mut self, id: ListenerId, grace: Duration) -> Result<()> {
         self.drive_listener(id, |l, out| l.shutdown(grace, out))
     }

@@ -419,16 +419,23 @@ impl Context {
                     }
                 }
                 ListenerAction::Close => {
-                    // Dropping the fd closes the socket, which also removes it from epoll,
-                    // and makes the kernel refuse new connects instead of queueing them in a
-                    // backlog nobody reads.
-                    drop(slot.listener.take());
-                    slot.machine.on_fd_closed(&mut self.listener_actions);
+                    let listener = slot.listener.take();
+                    let options = slot.options.clone();
+                    if let Some(listener) = listener {
+                        self.sweep_accept_queue(id, &listener, &options);
+                        // Dropping the fd closes the socket, which also removes it from
+                        // epoll, and makes the kernel refuse new connects instead of
+                        // queueing them in a backlog nobody reads.
+                        drop(listener);
+                    }
+                    if let Some(slot) = self.listeners.get_mut(id) {
+                        slot.machine.on_fd_closed(&mut self.listener_actions);
+                    }
                 }
                 ListenerAction::Shutdown { grace } => {
                     for sid in self.socket_ids() {
                         if self.slot(sid).is_ok_and(|s| s.listener == Some(id)) {
-                            let _ = self.end(sid);
+                            self.request_finish(sid);
                         }
                     }
                     self.timers
@@ -442,6 +449,61 @@ impl Context {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes every connection waiting in a closing listener's accept queue, so that closing
+    /// the fd resets none of them (SEMANTICS B2.13): each is adopted like any other, past
+    /// `max_connections` if need be, and marked readable so its first service reads what the
+    /// client already sent (a request that arrived before the close is answered).
+    ///
+    /// Non-blocking, until `EAGAIN`, and bounded by the backlog plus some slack, so a flood of
+    /// connects cannot hold the loop. What remains is the window between the last `accept`
+    /// and the `close`: a handshake that completes in it is reset by the kernel. Linux closes
+    /// that window for `SO_REUSEPORT` groups with `net.ipv4.tcp_migrate_req` (5.14), which
+    /// moves such connections to a sibling listener of the group; a lone listener has no
+    /// sibling to hand them to.
+    fn sweep_accept_queue(
+        &mut self,
+        id: ListenerId,
+        listener: &TcpListener,
+        options: &ListenOptions,
+    ) {
+        let bound = (options.backlog as usize).saturating_add(SWEEP_SLACK);
+        for _ in 0..bound {
+            match sys::accept(listener) {
+                Ok(stream) => match self.adopt(stream, id, options) {
+                    Ok(sid) => {
+                        if let Some(slot) = self.sockets.get_mut(sid) {
+                            slot.readable = true;
+                        }
+                        self.schedule(sid);
+                        if let Some(l) = self.listeners.get_mut(id) {
+                            l.machine.on_accepted(&mut self.listener_actions);
+                        }
+                    }
+                    Err(e) => log::debug!("{id}: dropping swept connection: {e}"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if sys::is_transient_accept_error(&e) => {}
+                Err(e) => {
+                    // Out of fds, say: what is left is reset by the close. Say so.
+                    log::warn!("{id}: sweeping the accept queue before close: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Tells a socket that a graceful shutdown wants it to finish: the handler's
+    /// [`on_shutdown_request`](crate::Handler::on_shutdown_request) runs at the socket's next
+    /// service — after it read what was waiting, so a request that arrived is seen first.
+    pub(crate) fn request_finish(&mut self, id: SocketId) {
+        if let Some(slot) = self.sockets.get_mut(id)
+            && !slot.conn.is_destroyed()
+        {
+            slot.finish_requested = true;
+            self.schedule(id);
         }
     }
 
@@ -569,6 +631,9 @@ impl Context {
 /// wait for seconds: after such a turn the backlog is drained, up to this many, and the one
 /// `EAGAIN` that ends it is cheap next to the turn.
 pub(crate) const ACCEPT_BATCH: usize = 128;
+/// Connections a closing listener may take off its accept queue beyond its backlog (more can
+/// complete their handshake while the sweep runs).
+const SWEEP_SLACK: usize = 64;
 /// A turn that worked this long (from its poll's return to the next poll) is long.
 pub(crate) const LONG_TURN: Duration = Duration::from_millis(1);
 
@@ -657,6 +722,18 @@ impl Reactor {
         // its data comes before the reset).
         if self.cx.slot(id).is_ok_and(|s| !s.scheduled) {
             self.cx.surface_pending_error(id);
+        }
+        // A graceful shutdown asked this socket to finish: tell the program now that what
+        // was waiting has been read (and still answerable).
+        if let Ok(slot) = self.cx.slot_mut(id)
+            && std::mem::take(&mut slot.finish_requested)
+            && !slot.conn.is_destroyed()
+        {
+            self.deliver(handler);
+            if self.cx.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
+                handler.on_shutdown_request(&mut self.cx, id);
+            }
+            self.deliver(handler);
         }
     }
 

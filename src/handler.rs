@@ -31,6 +31,38 @@ pub trait Handler {
         let _ = (cx, id, event);
     }
 
+    /// A graceful shutdown ([`Context::shutdown`], or
+    /// [`Context::shutdown_listener`] of the listener that accepted it) asks this socket to
+    /// finish. It runs once per socket, at the socket's first service after the shutdown
+    /// began — after the reactor read what was waiting on it, so a request that had already
+    /// arrived has been delivered as `Data` (connections taken off a closing listener's
+    /// accept queue included).
+    ///
+    /// The default ends the socket at once ([`Context::end`]: queued bytes flushed, then
+    /// FIN). Override it to finish the work in progress first — answer the requests already
+    /// received, then `end` — and the grace period still bounds it: whatever is open when it
+    /// runs out is destroyed.
+    ///
+    /// ```no_run
+    /// use finwait::{Context, Event, Handler, SocketId};
+    ///
+    /// struct Server { /* per-connection state */ }
+    /// impl Handler for Server {
+    ///     fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    ///         // ... answer requests; while `cx.is_shutting_down()`, answer with
+    ///         // `Connection: close` and `end` after the answer.
+    ///     }
+    ///     fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
+    ///         // Nothing in progress on this connection: end it now. (A server with a
+    ///         // response still to write would end it after writing it instead.)
+    ///         let _ = cx.end(id);
+    ///     }
+    /// }
+    /// ```
+    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
+        let _ = cx.end(id);
+    }
+
     /// A [`Waker`](crate::Waker) of this reactor was woken (from another thread). The
     /// default does nothing.
     fn on_wake(&mut self, cx: &mut Context) {

@@ -88,8 +88,13 @@
 //!     traffic for free; the handler decides what to do.
 //! 11. **Servers**: [`Context::close_listener`] refuses new connects at once and reports the
 //!     listener's `Close` after its last socket's *(Node: before)*; [`Context::shutdown`]
-//!     ends everything gracefully within a grace period; running out of fds never spins the
-//!     CPU nor stalls the listener.
+//!     asks every connection to finish ([`Handler::on_shutdown_request`], `end()` by
+//!     default) within a grace period; running out of fds never spins the CPU nor stalls the
+//!     listener.
+//! 12. **A closing server loses no connection the kernel accepted for it**: connections
+//!     waiting in a listener's accept queue when it closes are taken off it and served like
+//!     any other, never reset *(Node, nginx and tokio close the fd and the kernel resets
+//!     them)*.
 //!
 //! Other deliberate differences from Node: a write after the peer's FIN and our automatic end
 //! returns `WriteAfterEnd` (Node: EPIPE); `TCP_NODELAY` is on by default.

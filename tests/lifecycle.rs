@@ -540,6 +540,13 @@ fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
         std::net::TcpStream::connect(addr).unwrap_err().kind(),
         std::io::ErrorKind::ConnectionRefused
     );
+    // Its connections are asked to finish at their next service; the default ends them.
+    run_until(&mut reactor, &mut h, |_, r| {
+        r.socket_ids()
+            .into_iter()
+            .filter(|&id| r.listener_of(id).is_ok_and(|o| o == Some(l)))
+            .all(|id| r.state(id).is_ok_and(|s| s != finwait::State::Open))
+    });
     let (got, ending) = read_to_end(&mut polite);
     assert_eq!((got.as_slice(), ending), (&b"hi"[..], Ending::Fin));
     polite.shutdown(Shutdown::Write).unwrap();

@@ -409,16 +409,17 @@ fn destroy_soon_after_an_unread_rst_reports_peer_reset_not_enotconn() {
     assert_no_live_socket(&reactor);
 }
 
-/// Issue 10 case 4 through the reactor's graceful `shutdown(grace)`, which `end()`s every
-/// connection: the one whose RST is unread is reported as a peer reset, and the shutdown
-/// completes (listener `Close`) without waiting for the grace.
+/// Issue 10 case 4 through the reactor's graceful `shutdown(grace)`: the connection whose RST
+/// is unread is reported as a peer reset, and the shutdown completes (listener `Close`)
+/// without waiting for the grace. (The shutdown asks each connection to finish at its next
+/// service, after its read, so here the read usually meets the RST before any `shutdown(2)`;
+/// the `shutdown(2)`-after-RST path itself is pinned by the `end` and `destroy_soon` tests.)
 #[test]
 fn shutdown_after_an_unread_rst_reports_peer_reset_not_enotconn() {
     let (mut reactor, l, addr) = server(ListenOptions::new());
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     let id = accept_then_reset_unread(&mut reactor, &mut h, addr, first_accepted);
     reactor.shutdown(Duration::from_secs(60));
-    assert_eq!(reactor.state(id).unwrap(), State::Destroyed);
     run_until(&mut reactor, &mut h, |h, r| {
         h.all_closed() && r.live_listeners() == 0
     });

@@ -26,6 +26,9 @@ pub(crate) struct Slot {
     pub(crate) error_hint: bool,
     /// Already in the reactor's list of sockets to service this turn.
     pub(crate) scheduled: bool,
+    /// A graceful shutdown asked this socket to finish; the handler hears of it at the next
+    /// service.
+    pub(crate) finish_requested: bool,
     /// The idle timer (`set_timeout`), if armed.
     pub(crate) idle: Option<TimerId>,
     /// The one deadline a state can have at a time (connect, FIN wait, linger).
@@ -43,6 +46,7 @@ impl Slot {
             read_closed: false,
             error_hint: false,
             scheduled: false,
+            finish_requested: false,
             idle: None,
             deadline: None,
         }
