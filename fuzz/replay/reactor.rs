@@ -787,6 +787,11 @@ fn run(ops: &[Operation]) {
     let mut ended: HashSet<SocketId> = HashSet::new();
     loop {
         for id in r.socket_ids() {
+            // A connection taken off the accept queue when the listener closed exists before
+            // its `Accepted` is delivered: end it once the handler has met it.
+            if !h.locals.contains_key(&id) {
+                continue;
+            }
             let reset_by_peer = h
                 .locals
                 .get(&id)
@@ -838,6 +843,18 @@ fn run(ops: &[Operation]) {
             panic!(
                 "drain did not finish in {DRAIN_LIMIT:?}: live sockets {states:?}, listeners {}, peers {peer_states:#?}",
                 r.live_listeners()
+            );
+        }
+    }
+
+    // B2.13: a closing listener takes its accept queue first, so every peer that connected
+    // while it listened — and did not reset itself — was accepted and served, not reset by
+    // the close.
+    for i in 0..peers.len() {
+        if h.resets[i].is_none() {
+            assert!(
+                h.by_peer.contains_key(&i),
+                "peer {i} connected but was never accepted (lost in the accept queue)"
             );
         }
     }
