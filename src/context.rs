@@ -94,7 +94,41 @@ impl Context {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
-        let listener = sys::listen(addr, options.backlog, options.no_delay)?;
+        let listener = sys::listen(addr, options.backlog, options.no_delay, options.reuse_port)?;
+        self.adopt_listener(listener, options)
+    }
+
+    /// Serves a listening socket made elsewhere: a `std::net::TcpListener`, or an fd passed by
+    /// systemd (`LISTEN_FDS`, fds from 3 on) or by a predecessor process, turned into one with
+    /// [`FromRawFd`](std::os::fd::FromRawFd). The listener becomes non-blocking and gets
+    /// `TCP_NODELAY` per `options.no_delay`; `options.backlog` and `options.reuse_port` are
+    /// what the socket was made with and are not changed. Accepted sockets arrive as
+    /// [`Event::Accepted`](crate::Event::Accepted), as with [`listen`](Self::listen).
+    ///
+    /// ```no_run
+    /// use finwait::{ListenOptions, Reactor};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let id = reactor.listen_std(std_listener, ListenOptions::new())?;
+    /// println!("listening on {}", reactor.listener_addr(id)?);
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a zero `high_water_mark`; [`Error::Io`] with
+    /// `InvalidInput` when the socket is not listening, or the error of the `fcntl`,
+    /// `setsockopt` or `epoll_ctl` that failed.
+    pub fn listen_std(
+        &mut self,
+        listener: std::net::TcpListener,
+        options: ListenOptions,
+    ) -> Result<ListenerId> {
+        if options.high_water_mark == 0 {
+            return Err(Error::InvalidOption("high_water_mark must be at least 1"));
+        }
+        let listener = sys::adopt_listener(listener, options.no_delay)?;
         self.adopt_listener(listener, options)
     }
 

@@ -37,6 +37,11 @@ pub struct ListenOptions {
     /// queued loses nothing and costs no fd — once the backlog is full the kernel makes
     /// clients retry their SYN.)
     pub max_connections: Option<usize>,
+    /// `SO_REUSEPORT` (default false): other sockets may bind the same address — the
+    /// listeners of a [`Group`](crate::Group)'s reactors, or a successor process during a
+    /// restart — and the kernel spreads new connections over them by a hash of the 4-tuple.
+    /// Only sockets of the same user may join (socket(7)).
+    pub reuse_port: bool,
 }
 
 impl Default for ListenOptions {
@@ -48,6 +53,7 @@ impl Default for ListenOptions {
             no_delay: true,
             idle_timeout: None,
             max_connections: None,
+            reuse_port: false,
         }
     }
 }
@@ -85,6 +91,11 @@ impl ListenOptions {
     /// Sets [`max_connections`](Self::max_connections).
     pub fn max_connections(mut self, max: Option<usize>) -> Self {
         self.max_connections = max;
+        self
+    }
+    /// Sets [`reuse_port`](Self::reuse_port).
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.reuse_port = reuse;
         self
     }
 

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll};
@@ -66,15 +66,67 @@ pub struct Reactor {
     waker: Option<Waker>,
 }
 
-/// Wakes a reactor from another thread: [`Handler::on_wake`] runs in the loop's next turn.
-/// Cheap to clone; wakes coalesce (several `wake` calls may give one `on_wake`).
-#[derive(Debug, Clone)]
-pub struct Waker(Arc<mio::Waker>);
+/// Wakes a reactor from another thread, and hands it work: [`Handler::on_wake`] runs in the
+/// loop's next turn, after the calls given to [`send`](Waker::send).
+/// Cheap to clone, `Send` and `Sync`; wakes coalesce (several `wake` calls may give one
+/// `on_wake`), sent calls never do.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use finwait::Reactor;
+///
+/// let mut reactor = Reactor::new()?;
+/// let waker = reactor.waker()?;
+/// std::thread::spawn(move || {
+///     // From another thread: shut that reactor down gracefully, within 5 s.
+///     let _ = waker.send(|cx| cx.shutdown(Duration::from_secs(5)));
+/// });
+/// # Ok::<(), finwait::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Waker {
+    inner: Arc<WakerInner>,
+}
+
+/// A call sent to a reactor's thread.
+type Message = Box<dyn FnOnce(&mut Context) + Send>;
+
+struct WakerInner {
+    waker: mio::Waker,
+    mailbox: Mutex<Vec<Message>>,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker").finish_non_exhaustive()
+    }
+}
 
 impl Waker {
     /// Wakes the reactor. Fails only if the reactor's eventfd cannot be written.
     pub fn wake(&self) -> Result<()> {
-        Ok(self.0.wake()?)
+        Ok(self.inner.waker.wake()?)
+    }
+
+    /// Runs `call` on the reactor's thread in its next turn, with its [`Context`] (before
+    /// [`Handler::on_wake`]); the events it causes are delivered in that turn. Calls run in
+    /// the order they were sent. A call sent to a reactor that no longer runs is dropped
+    /// unrun.
+    ///
+    /// # Errors
+    ///
+    /// Only if the reactor's eventfd cannot be written (the call is queued regardless).
+    pub fn send(&self, call: impl FnOnce(&mut Context) + Send + 'static) -> Result<()> {
+        self.inner
+            .mailbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(call));
+        self.wake()
+    }
+
+    fn take_messages(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.inner.mailbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -148,7 +200,12 @@ impl Reactor {
                 self.poll.registry(),
                 TokenKind::Reserved(WAKER_TOKEN).to_token(),
             )?;
-            self.waker = Some(Waker(Arc::new(waker)));
+            self.waker = Some(Waker {
+                inner: Arc::new(WakerInner {
+                    waker,
+                    mailbox: Mutex::new(Vec::new()),
+                }),
+            });
         }
         Ok(self.waker.clone().expect("just set"))
     }
@@ -265,6 +322,12 @@ impl Reactor {
         self.fired = fired;
         self.deliver(handler);
         if woken {
+            if let Some(waker) = &self.waker {
+                for call in waker.take_messages() {
+                    call(&mut self.cx);
+                    self.deliver(handler);
+                }
+            }
             handler.on_wake(&mut self.cx);
         }
         self.deliver(handler);
@@ -320,3 +383,10 @@ impl Reactor {
         }
     }
 }
+
+/// A reactor is built on one thread and may be moved to the thread that runs it.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Reactor>();
+    assert_send::<Waker>();
+};

@@ -220,9 +220,33 @@ fn epoll_ctl(
 ///
 /// `TCP_NODELAY` is set on the listener: Linux copies it to every accepted socket, which
 /// saves one `setsockopt` per connection.
-pub(crate) fn listen(addr: SocketAddr, backlog: u32, no_delay: bool) -> io::Result<TcpListener> {
+///
+/// With `reuse_port`, `SO_REUSEPORT` lets several sockets (one per reactor of a group, or a
+/// successor process) bind the same address; the kernel spreads incoming connections over
+/// them by a hash of the 4-tuple (socket(7)).
+pub(crate) fn listen(
+    addr: SocketAddr,
+    backlog: u32,
+    no_delay: bool,
+    reuse_port: bool,
+) -> io::Result<TcpListener> {
+    Ok(TcpListener::from_std(listen_std(
+        addr, backlog, no_delay, reuse_port,
+    )?))
+}
+
+/// [`listen`] as a `std` listener, for a caller that hands it to another thread.
+pub(crate) fn listen_std(
+    addr: SocketAddr,
+    backlog: u32,
+    no_delay: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_tcp_nodelay(no_delay)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -230,7 +254,26 @@ pub(crate) fn listen(addr: SocketAddr, backlog: u32, no_delay: bool) -> io::Resu
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     socket.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket.into())
+}
+
+/// Prepares a listening socket made elsewhere (a `std` listener, an fd inherited from systemd
+/// or a predecessor) for the reactor: checks it listens, makes it non-blocking, and sets
+/// `TCP_NODELAY` on it so accepted sockets inherit it.
+pub(crate) fn adopt_listener(
+    listener: std::net::TcpListener,
+    no_delay: bool,
+) -> io::Result<TcpListener> {
+    let sock = SockRef::from(&listener);
+    if !sock.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is not listening (listen(2) was not called on it)",
+        ));
+    }
+    listener.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(no_delay)?;
+    Ok(TcpListener::from_std(listener))
 }
 
 pub(crate) fn set_keep_alive(stream: &TcpStream, idle: Option<Duration>) -> io::Result<()> {

@@ -41,10 +41,9 @@
 //! Dead entries on top of the heap are dropped eagerly, so a cancelled timer
 //! never causes a wakeup.
 
-use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::table::{Key, Table};
@@ -444,13 +443,14 @@ fn is_live<K>(entries: &Table<TimerId, Entry<K>>, seq: u64, index: u32) -> bool 
 /// Where the reactor gets "now"; tests inject a [`ManualClock`].
 ///
 /// `Debug` is a supertrait so that a reactor holding a `Box<dyn Clock>` can
-/// still derive `Debug`.
-pub trait Clock: std::fmt::Debug {
+/// still derive `Debug`; `Send` so that a reactor can be built on one thread
+/// and run on another.
+pub trait Clock: std::fmt::Debug + Send {
     /// The current instant. Must never go backwards.
     fn now(&self) -> Instant;
 }
 
-impl<C: Clock + ?Sized> Clock for &C {
+impl<C: Clock + Sync + ?Sized> Clock for &C {
     fn now(&self) -> Instant {
         (**self).now()
     }
@@ -469,7 +469,7 @@ impl Clock for SystemClock {
 /// A clock that moves only when told.
 ///
 /// Clones share the same time: clone it into the reactor and keep one to
-/// advance. Not thread-safe, like the reactor it drives.
+/// advance (from any thread).
 ///
 /// # Example
 ///
@@ -485,7 +485,7 @@ impl Clock for SystemClock {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: Rc<Cell<Instant>>,
+    now: Arc<Mutex<Instant>>,
 }
 
 impl Default for ManualClock {
@@ -498,30 +498,37 @@ impl ManualClock {
     /// A clock that starts at the real `Instant::now()` and stays there.
     pub fn new() -> Self {
         Self {
-            now: Rc::new(Cell::new(Instant::now())),
+            now: Arc::new(Mutex::new(Instant::now())),
         }
     }
 
     /// Moves the time forward by `d`. A step past what `Instant` can hold is
     /// ignored rather than panicking.
     pub fn advance(&self, d: Duration) {
-        if let Some(t) = self.now.get().checked_add(d) {
-            self.now.set(t);
+        let mut now = self.lock();
+        if let Some(t) = now.checked_add(d) {
+            *now = t;
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Instant> {
+        // A panic while holding this lock cannot leave the Instant half-written.
+        self.now.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the time to `t`. An earlier `t` is ignored: a clock that the
     /// reactor trusts must not go backwards.
     pub fn set(&self, t: Instant) {
-        if t > self.now.get() {
-            self.now.set(t);
+        let mut now = self.lock();
+        if t > *now {
+            *now = t;
         }
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.now.get()
+        *self.lock()
     }
 }
 

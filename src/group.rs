@@ -1,0 +1,309 @@
+//! [`Group`]: one reactor per thread, serving the same address, started and stopped as one.
+//!
+//! Each reactor stays single-threaded and owns its own `SO_REUSEPORT` listener on the shared
+//! address: the kernel spreads new connections over the group's listeners by a hash of the
+//! 4-tuple (socket(7)), so no connection is handed from thread to thread and the reactors
+//! share nothing but the port. Reactors reach each other through their [`Waker`]s, which carry
+//! calls to run on the reactor's own thread.
+//!
+//! A reactor that leaves the group, or the group shutting down, never resets a connection
+//! queued on a listening socket: each listener takes its accept queue before it closes
+//! (SEMANTICS B2.13) and serves what it took. With `net.ipv4.tcp_migrate_req = 1` (Linux
+//! 5.14, per network namespace; off by default) the kernel also moves connections that
+//! complete their handshake on a closing listener to a sibling in the group, which closes the
+//! last window (a handshake completing between the sweep and the close) for a reactor that
+//! leaves while its siblings serve on.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::id::ListenerId;
+use crate::options::{ListenOptions, ReactorOptions};
+use crate::reactor::{Reactor, Waker};
+use crate::sys;
+
+/// How a [`Group`] is made.
+///
+/// ```
+/// use finwait::{GroupOptions, ListenOptions};
+/// let opts = GroupOptions::new(4).listen(ListenOptions::new().backlog(4096));
+/// assert_eq!(opts.reactors, 4);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GroupOptions {
+    /// How many reactors (threads); at least 1.
+    pub reactors: usize,
+    /// Options of every reactor's listener (`reuse_port` is set for them).
+    pub listen: ListenOptions,
+    /// Options of every reactor.
+    pub reactor: ReactorOptions,
+    /// SIGINT/SIGTERM shut the whole group down gracefully with this grace (default none:
+    /// signals are left alone).
+    pub shutdown_on_signals: Option<Duration>,
+}
+
+impl GroupOptions {
+    /// `reactors` reactors with default listener and reactor options.
+    pub fn new(reactors: usize) -> Self {
+        GroupOptions {
+            reactors,
+            listen: ListenOptions::new(),
+            reactor: ReactorOptions::new(),
+            shutdown_on_signals: None,
+        }
+    }
+    /// Sets [`listen`](Self::listen).
+    pub fn listen(mut self, options: ListenOptions) -> Self {
+        self.listen = options;
+        self
+    }
+    /// Sets [`reactor`](Self::reactor).
+    pub fn reactor(mut self, options: ReactorOptions) -> Self {
+        self.reactor = options;
+        self
+    }
+    /// Sets [`shutdown_on_signals`](Self::shutdown_on_signals).
+    pub fn shutdown_on_signals(mut self, grace: Option<Duration>) -> Self {
+        self.shutdown_on_signals = grace;
+        self
+    }
+}
+
+/// What one reactor of a group is told when it starts: its place in the group and its
+/// listener. Handed to the function that builds its handler, on the reactor's own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Member {
+    /// 0-based index of this reactor in the group.
+    pub index: usize,
+    /// This reactor's listener on the group's address.
+    pub listener: ListenerId,
+}
+
+/// A group of reactors, one thread each, serving one address: a program written for one
+/// reactor runs on N by saying N.
+///
+/// Every reactor binds its own `SO_REUSEPORT` listener on the address and runs the handler
+/// that `make` builds for it — on its own thread, so the handler needs not be `Send`. The
+/// group is stopped as one with [`shutdown`](Group::shutdown) (or a signal, see
+/// [`GroupOptions::shutdown_on_signals`]), and [`join`](Group::join) returns once every
+/// reactor's last connection has closed: the group's one completion.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use finwait::{Context, Event, Group, GroupOptions, SocketId};
+///
+/// // An echo server on 4 cores.
+/// let group = Group::listen(
+///     "127.0.0.1:7000".parse().unwrap(),
+///     GroupOptions::new(4).shutdown_on_signals(Some(Duration::from_secs(5))),
+///     |_member| {
+///         |cx: &mut Context, id: SocketId, event: Event<'_>| {
+///             if let Event::Data(bytes) = event {
+///                 let _ = cx.write(id, bytes);
+///             }
+///         }
+///     },
+/// )?;
+/// println!("listening on {}", group.local_addr());
+/// group.join()?; // after SIGTERM, once every connection closed
+/// # Ok::<(), finwait::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Group {
+    addr: SocketAddr,
+    members: Vec<(Waker, Option<JoinHandle<Result<()>>>)>,
+}
+
+impl Group {
+    /// Binds `addr` once per reactor (port 0: the first listener picks a free port, the
+    /// others join it) and starts the reactors, each on its own thread, each running the
+    /// handler `make` builds for it there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for zero reactors; the first bind, thread or reactor error
+    /// (nothing is left running then).
+    pub fn listen<F, H>(addr: SocketAddr, options: GroupOptions, make: F) -> Result<Group>
+    where
+        F: Fn(Member) -> H + Send + Sync + 'static,
+        H: Handler + 'static,
+    {
+        if options.reactors == 0 {
+            return Err(Error::InvalidOption("a group needs at least one reactor"));
+        }
+        let listen = options.listen.clone().reuse_port(true);
+        // Bound here, on the caller's thread, so that a port 0 resolves once and a bind error
+        // is this call's result.
+        let mut listeners = Vec::with_capacity(options.reactors);
+        let mut bound = addr;
+        for _ in 0..options.reactors {
+            let l = sys::listen_std(bound, listen.backlog, listen.no_delay, true)?;
+            bound = l.local_addr()?;
+            listeners.push(l);
+        }
+        let make = Arc::new(make);
+        let mut group = Group {
+            addr: bound,
+            members: Vec::with_capacity(options.reactors),
+        };
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker>>();
+            let make = Arc::clone(&make);
+            let listen = listen.clone();
+            let reactor_options = options.reactor.clone();
+            let signals = options.shutdown_on_signals;
+            let spawned = std::thread::Builder::new()
+                .name(format!("finwait-{index}"))
+                .spawn(move || -> Result<()> {
+                    let started = (|| {
+                        let mut reactor = Reactor::with_options(reactor_options)?;
+                        let id = reactor.listen_std(listener, listen)?;
+                        if let Some(grace) = signals {
+                            reactor.shutdown_on_signals(grace)?;
+                        }
+                        let waker = reactor.waker()?;
+                        Ok((reactor, id, waker))
+                    })();
+                    let (mut reactor, id, waker) = match started {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(Error::Io(std::io::Error::other(format!(
+                                "reactor {index} failed to start: {e}"
+                            )))));
+                            return Err(e);
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(waker));
+                    let mut handler = make(Member {
+                        index,
+                        listener: id,
+                    });
+                    reactor.run(&mut handler)
+                });
+            let started = spawned
+                .map_err(Error::Io)
+                .and_then(|thread| match ready_rx.recv() {
+                    Ok(Ok(waker)) => Ok((waker, thread)),
+                    Ok(Err(e)) => {
+                        let _ = thread.join();
+                        Err(e)
+                    }
+                    Err(_) => {
+                        let _ = thread.join();
+                        Err(Error::Io(std::io::Error::other("reactor thread died")))
+                    }
+                });
+            match started {
+                Ok((waker, thread)) => group.members.push((waker, Some(thread))),
+                Err(e) => {
+                    group.stop_now();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    /// The address every reactor listens on (with the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many reactors the group started.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the group has no reactor (never true for a started group).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The [`Waker`] of reactor `index`: wake it, or send it calls to run on its thread.
+    pub fn waker(&self, index: usize) -> Option<&Waker> {
+        self.members.get(index).map(|(w, _)| w)
+    }
+
+    /// Graceful shutdown of every reactor ([`Context::shutdown`] with `grace` on each): the
+    /// listeners close (their accept queues taken and served), every connection is asked to
+    /// finish, what is left after `grace` is destroyed. [`join`](Self::join) returns once all
+    /// of them completed.
+    pub fn shutdown(&self, grace: Duration) {
+        for (waker, _) in &self.members {
+            let _ = waker.send(move |cx: &mut Context| cx.shutdown(grace));
+        }
+    }
+
+    /// Reactor `index` leaves the group: it shuts down gracefully (its listener takes its
+    /// accept queue and closes, its connections finish within `grace`), while the others
+    /// serve on. Connections that arrive meanwhile go to the other listeners; see the module
+    /// docs for the last window and `tcp_migrate_req`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for an index outside the group.
+    pub fn leave(&self, index: usize, grace: Duration) -> Result<()> {
+        let (waker, _) = self.members.get(index).ok_or(Error::InvalidOption(
+            "no reactor with that index in the group",
+        ))?;
+        waker.send(move |cx: &mut Context| cx.shutdown(grace))
+    }
+
+    /// Waits until every reactor has returned — after a [`shutdown`](Self::shutdown), a
+    /// signal, or each reactor running out of work — and returns the first error any of them
+    /// returned.
+    pub fn join(mut self) -> Result<()> {
+        let mut first = Ok(());
+        for (_, thread) in &mut self.members {
+            if let Some(thread) = thread.take() {
+                let result = thread
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("reactor panicked"))));
+                if first.is_ok() {
+                    first = result;
+                }
+            }
+        }
+        first
+    }
+
+    /// Stops every started reactor without grace (a failed start).
+    fn stop_now(&mut self) {
+        for (waker, thread) in &mut self.members {
+            let _ = waker.send(|cx: &mut Context| {
+                for id in cx.socket_ids() {
+                    let _ = cx.destroy(id);
+                }
+                for id in cx.listener_ids() {
+                    let _ = cx.close_listener(id);
+                }
+                cx.stop();
+            });
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    /// A group dropped without [`join`](Group::join) shuts down gracefully (5 s of grace)
+    /// and waits for its reactors, so no thread outlives it.
+    fn drop(&mut self) {
+        if self.members.iter().any(|(_, t)| t.is_some()) {
+            self.shutdown(Duration::from_secs(5));
+            for (_, thread) in &mut self.members {
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+    }
+}

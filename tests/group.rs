@@ -1,0 +1,256 @@
+//! A group of reactors (SEMANTICS B3): connections spread evenly, one completion for the whole
+//! group, calls sent between threads.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use finwait::{Context, Event, Group, GroupOptions, Handler, Member, SocketId};
+
+/// Ends every connection with one byte (the server closes first, so TIME_WAIT stays on the
+/// server side and the client's ephemeral ports are not used up), counting accepts per
+/// reactor and shutdown completions.
+struct Counting {
+    accepted: Arc<AtomicUsize>,
+    completions: Arc<AtomicUsize>,
+}
+
+impl Handler for Counting {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        if let Event::Accepted(_) = event {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = cx.end_with(id, b"x");
+        }
+    }
+
+    fn on_shutdown_complete(&mut self, _cx: &mut Context) {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn start(reactors: usize) -> (Group, Vec<Arc<AtomicUsize>>, Arc<AtomicUsize>) {
+    let counters: Vec<Arc<AtomicUsize>> = (0..reactors).map(|_| Arc::default()).collect();
+    let completions = Arc::new(AtomicUsize::new(0));
+    let (c, done) = (counters.clone(), completions.clone());
+    let group = Group::listen(
+        "127.0.0.1:0".parse().unwrap(),
+        GroupOptions::new(reactors),
+        move |m: Member| Counting {
+            accepted: c[m.index].clone(),
+            completions: done.clone(),
+        },
+    )
+    .expect("group");
+    (group, counters, completions)
+}
+
+fn spreads_evenly(reactors: usize) {
+    const CONNECTIONS: usize = 10_000;
+    let (group, counters, completions) = start(reactors);
+    let addr = group.local_addr();
+    let mut buf = [0u8; 8];
+    for i in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {i}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("connection {i}: {e}"),
+            }
+        }
+        assert_eq!(got, b"x", "connection {i}");
+    }
+    group.shutdown(Duration::from_secs(5));
+    group.join().expect("group join");
+    let counts: Vec<usize> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert_eq!(counts.iter().sum::<usize>(), CONNECTIONS, "{counts:?}");
+    let (max, min) = (
+        *counts.iter().max().unwrap() as f64,
+        *counts.iter().min().unwrap() as f64,
+    );
+    assert!(
+        min > 0.0 && max / min <= 1.10,
+        "accepts per reactor {counts:?}: max/min {:.3}",
+        max / min
+    );
+    eprintln!(
+        "{reactors} reactors: accepts {counts:?}, max/min {:.3}",
+        max / min
+    );
+    assert_eq!(completions.load(Ordering::Relaxed), reactors);
+}
+
+#[test]
+fn two_reactors_spread_10000_connections_evenly() {
+    spreads_evenly(2);
+}
+
+#[test]
+fn four_reactors_spread_10000_connections_evenly() {
+    spreads_evenly(4);
+}
+
+/// Keeps every connection open until the peer ends; counts completions.
+struct Echo {
+    completions: Arc<AtomicUsize>,
+}
+
+impl Handler for Echo {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        if let Event::Data(bytes) = event {
+            let _ = cx.write(id, bytes);
+        }
+    }
+
+    fn on_shutdown_complete(&mut self, _cx: &mut Context) {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn group_shutdown_finishes_every_connection_and_completes_once() {
+    let completions = Arc::new(AtomicUsize::new(0));
+    let done = completions.clone();
+    let group = Group::listen(
+        "127.0.0.1:0".parse().unwrap(),
+        GroupOptions::new(3),
+        move |_| Echo {
+            completions: done.clone(),
+        },
+    )
+    .unwrap();
+    let addr = group.local_addr();
+    // Open connections on (very likely) every reactor, each with an answered line.
+    let mut clients: Vec<TcpStream> = (0..30)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let line = format!("hello {i}\n");
+            s.write_all(line.as_bytes()).unwrap();
+            let mut got = vec![0u8; line.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, line.as_bytes());
+            s
+        })
+        .collect();
+    group.shutdown(Duration::from_secs(60));
+    // Every client gets a FIN (not a reset), then closes its side.
+    for (i, s) in clients.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert!(rest.is_empty(), "client {i} got {rest:?}");
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+    // New connects are refused once the group closed its listeners.
+    assert!(TcpStream::connect(addr).is_err());
+    group.join().unwrap();
+    assert_eq!(
+        completions.load(Ordering::Relaxed),
+        3,
+        "one completion per reactor"
+    );
+}
+
+#[test]
+fn a_call_sent_through_a_waker_runs_on_the_reactor_thread() {
+    let group = Group::listen("127.0.0.1:0".parse().unwrap(), GroupOptions::new(2), |_| {
+        |_: &mut Context, _: SocketId, _: Event<'_>| {}
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for index in 0..group.len() {
+        let tx = tx.clone();
+        group
+            .waker(index)
+            .unwrap()
+            .send(move |cx: &mut Context| {
+                let name = std::thread::current().name().map(str::to_owned);
+                tx.send((index, name, cx.listener_ids().len())).unwrap();
+            })
+            .unwrap();
+    }
+    let mut got: Vec<_> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (0, Some("finwait-0".to_string()), 1),
+            (1, Some("finwait-1".to_string()), 1)
+        ]
+    );
+    assert!(group.leave(2, Duration::ZERO).is_err());
+    group.shutdown(Duration::ZERO);
+    group.join().unwrap();
+}
+
+#[test]
+fn listen_std_serves_a_listener_made_elsewhere_and_refuses_one_that_does_not_listen() {
+    let mut reactor = finwait::Reactor::new().unwrap();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let l = reactor
+        .listen_std(std_listener, finwait::ListenOptions::new())
+        .unwrap();
+    assert_eq!(reactor.listener_addr(l).unwrap(), addr);
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"ping").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut h = |cx: &mut Context, id: SocketId, e: Event<'_>| {
+        if let Event::Data(bytes) = e {
+            got.extend_from_slice(bytes);
+            let _ = cx.write(id, bytes);
+        }
+        if let Event::Close(_) = e {
+            let _ = cx.close_listener(l);
+        }
+    };
+    reactor.run(&mut h).unwrap();
+    assert_eq!(got, b"ping");
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"ping");
+
+    // A bound socket that never called listen(2) is refused with a clear error.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let not_listening: std::net::TcpListener = socket.into();
+    let err = reactor
+        .listen_std(not_listening, finwait::ListenOptions::new())
+        .unwrap_err();
+    assert_eq!(
+        err.io_kind(),
+        Some(std::io::ErrorKind::InvalidInput),
+        "{err}"
+    );
+}
+
+#[test]
+fn reuse_port_lets_two_reactors_listen_on_one_address() {
+    let options = finwait::ListenOptions::new().reuse_port(true);
+    let mut a = finwait::Reactor::new().unwrap();
+    let la = a
+        .listen("127.0.0.1:0".parse().unwrap(), options.clone())
+        .unwrap();
+    let addr = a.listener_addr(la).unwrap();
+    let mut b = finwait::Reactor::new().unwrap();
+    let lb = b.listen(addr, options).unwrap();
+    assert_eq!(b.listener_addr(lb).unwrap(), addr);
+    // Without it, the second bind fails.
+    let mut c = finwait::Reactor::new().unwrap();
+    assert!(c.listen(addr, finwait::ListenOptions::new()).is_err());
+}
