@@ -18,17 +18,17 @@ fn machine(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     // A write the kernel took whole: the common request/response case.
-    group.bench_function("accept_write_all_sent", |b| {
+    group.bench_function("queue_write_all_sent", |b| {
         let mut conn = Conn::accepted(id, options);
-        b.iter(|| black_box(conn.accept_write(black_box(&msg), msg.len())));
+        b.iter(|| black_box(conn.queue_write(black_box(&msg), msg.len())));
     });
 
     // A write queued whole, then flushed by one vectored write: push + on_written.
-    group.bench_function("accept_write_queued+on_written", |b| {
+    group.bench_function("queue_write_queued+on_written", |b| {
         let mut conn = Conn::accepted(id, options);
         let mut out = Actions::new();
         b.iter(|| {
-            black_box(conn.accept_write(black_box(&msg), 0));
+            black_box(conn.queue_write(black_box(&msg), 0));
             conn.on_written(msg.len(), &mut out);
             out.clear();
         });
@@ -68,7 +68,7 @@ fn machine(c: &mut Criterion) {
         b.iter(|| {
             let mut conn = Conn::connecting(id, options);
             conn.on_connected(&mut out);
-            black_box(conn.accept_write(&msg, msg.len()));
+            black_box(conn.queue_write(&msg, msg.len()));
             let _ = conn.end(&mut out);
             conn.on_shutdown(Ok(()), &mut out);
             conn.on_read(msg.len());

@@ -242,9 +242,22 @@ impl Context {
         self.drive(id, |conn, out| conn.destroy(None, out))
     }
 
-    /// Like [`destroy`](Self::destroy) but reports `error`: [`Event::Error`](crate::Event::Error) then `Close` with
-    /// `had_error == true`.
-    pub fn destroy_with(&mut self, id: SocketId, error: Error) -> Result<()> {
+    /// Like [`destroy`](Self::destroy) but reports `error` (any error of the program's own):
+    /// [`Event::Error`](crate::Event::Error) carrying [`Error::Application`], then `Close` with
+    /// `had_error == true` and reason `LocalDestroy`. The error is kept apart from finwait's
+    /// own misuse and transport errors, so a handler never mistakes it for either.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// cx.destroy_with(id, "request body too large")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn destroy_with(
+        &mut self,
+        id: SocketId,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<()> {
+        let error = Error::Application(error.into());
         self.drive(id, |conn, out| conn.destroy(Some(error), out))
     }
 

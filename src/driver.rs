@@ -333,8 +333,8 @@ impl Context {
         }
         // Queued either way so that, if the send failed, the bytes count as unsent.
         let below = match data {
-            Cow::Owned(buffer) if sent == 0 => slot.conn.accept_write_owned(buffer),
-            data => slot.conn.accept_write(&data, sent),
+            Cow::Owned(buffer) if sent == 0 => slot.conn.queue_write_owned(buffer),
+            data => slot.conn.queue_write(&data, sent),
         };
         if let Some(e) = failed {
             slot.conn.on_io_error(e, &mut self.actions);

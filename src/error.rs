@@ -33,6 +33,11 @@ pub enum Error {
     /// An operating-system error: connection refused, reset by peer, broken pipe, …
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The program destroyed the socket with an error of its own
+    /// ([`Context::destroy_with`](crate::Context::destroy_with), Node's `destroy(err)`):
+    /// neither a misuse of the API nor something the network did.
+    #[error("{0}")]
+    Application(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -74,9 +74,15 @@ pub enum CloseReason {
 pub enum Deadline {
     /// The connect did not complete in time.
     Connect,
-    /// Our FIN was sent but the peer's never came.
+    /// After `end()`, the socket made no progress for
+    /// [`ReactorOptions::fin_wait`](crate::ReactorOptions::fin_wait): armed at `end()` (not
+    /// at our FIN), it bounds both a flush stuck on a peer that never reads and the wait for
+    /// the peer's FIN; every byte moved either way re-arms it.
     FinWait,
-    /// `destroy_soon`'s wait for the peer's FIN ran out.
+    /// A lingering close ([`Context::destroy_soon`](crate::Context::destroy_soon): flush,
+    /// FIN, discard input until the peer's FIN) took longer than
+    /// [`ReactorOptions::linger`](crate::ReactorOptions::linger) in all. (Not to be confused
+    /// with `SO_LINGER`, which finwait only uses, with a zero timeout, to send RST.)
     Linger,
     /// A graceful shutdown's grace period ran out.
     Shutdown,

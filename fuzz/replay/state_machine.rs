@@ -99,7 +99,7 @@ pub enum Operation {
         len: u8,
         direct: u8,
     },
-    /// `accept_write_owned` of `len` pattern bytes.
+    /// `queue_write_owned` of `len` pattern bytes.
     WriteOwned {
         len: u8,
     },
@@ -346,7 +346,7 @@ impl Model {
             return Err("Destroyed");
         }
         if !self.connected {
-            self.ending = Some(Ending::Linger);
+            self.ending = Some(Ending::DestroySoon);
         } else if !self.closing() {
             self.linger = true;
             self.ended = true;
@@ -399,7 +399,7 @@ impl Model {
             Some(Ending::End) => {
                 let _ = self.end();
             }
-            Some(Ending::Linger) => {
+            Some(Ending::DestroySoon) => {
                 let _ = self.destroy_soon();
             }
         }
@@ -868,7 +868,7 @@ pub fn replay(ops: &[Operation]) {
                 );
                 if expect.is_ok() {
                     let bytes = data(&m, usize::from(len));
-                    let below = conn.accept_write_owned(bytes);
+                    let below = conn.queue_write_owned(bytes);
                     assert_eq!(
                         below,
                         m.accept(usize::from(len), 0),
@@ -884,7 +884,7 @@ pub fn replay(ops: &[Operation]) {
                     && conn.bytes_queued() == 0
                 {
                     let bytes = data(&m, len);
-                    conn.accept_write(&bytes, 0);
+                    conn.queue_write(&bytes, 0);
                     m.accept(len, 0);
                     conn.on_io_error(kind.error(), &mut out);
                     m.io_error(kind);
@@ -1063,7 +1063,7 @@ fn user_write(
     } else {
         0
     };
-    let below = conn.accept_write(&bytes, sent);
+    let below = conn.queue_write(&bytes, sent);
     assert_eq!(below, m.accept(len, sent), "step {step}: write() result");
     apply(conn, out, r, outcome, step);
 }

@@ -32,7 +32,7 @@ pub enum Ending {
     /// `end()` was called while connecting.
     End,
     /// `destroy_soon()` was called while connecting.
-    Linger,
+    DestroySoon,
 }
 
 /// A socket's state. The predicates ([`Conn::may_write`], [`Conn::may_recv`], …) are derived
@@ -276,22 +276,22 @@ impl Conn {
     /// Accepts a write whose first `sent` bytes the reactor already handed to the kernel;
     /// queues the rest. Returns whether the queue is under the high-water mark (Node's
     /// `write()` return value). Call only after [`check_write`](Conn::check_write).
-    pub fn accept_write(&mut self, data: &[u8], sent: usize) -> bool {
+    pub fn queue_write(&mut self, data: &[u8], sent: usize) -> bool {
         debug_assert!(self.may_write());
         let sent = sent.min(data.len());
         self.bytes_written += sent as u64;
         self.queue.push(&data[sent..]);
-        self.after_accept()
+        self.after_queue()
     }
 
-    /// Like [`accept_write`](Conn::accept_write) for an owned buffer nothing of which was sent.
-    pub fn accept_write_owned(&mut self, data: Vec<u8>) -> bool {
+    /// Like [`queue_write`](Conn::queue_write) for an owned buffer nothing of which was sent.
+    pub fn queue_write_owned(&mut self, data: Vec<u8>) -> bool {
         debug_assert!(self.may_write());
         self.queue.push_owned(data);
-        self.after_accept()
+        self.after_queue()
     }
 
-    fn after_accept(&mut self) -> bool {
+    fn after_queue(&mut self) -> bool {
         let below = self.queue.len() < self.options.high_water_mark;
         if !below {
             self.drain_owed = true;
@@ -336,7 +336,7 @@ impl Conn {
     pub fn destroy_soon(&mut self, out: &mut Actions) -> Result<()> {
         match self.state {
             State::Connecting { .. } => self.set_state(State::Connecting {
-                ending: Some(Ending::Linger),
+                ending: Some(Ending::DestroySoon),
             }),
             // The linger deadline bounds the whole lingering close — a flush stuck on a peer
             // that never reads included — so it is armed on entering `Closing`.
@@ -422,7 +422,7 @@ impl Conn {
         let _ = match ending {
             None => Ok(()),
             Some(Ending::End) => self.end(out),
-            Some(Ending::Linger) => self.destroy_soon(out),
+            Some(Ending::DestroySoon) => self.destroy_soon(out),
         };
     }
 

@@ -145,7 +145,7 @@ fn finish_close() -> Vec<String> {
 fn write(conn: &mut Conn, n: usize) -> bool {
     conn.check_write().expect("write must be allowed here");
     let data = vec![7u8; n];
-    conn.accept_write(&data, 0)
+    conn.queue_write(&data, 0)
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -180,7 +180,7 @@ fn connecting_linger_requested() -> Conn {
     assert_eq!(
         c.state(),
         State::Connecting {
-            ending: Some(Ending::Linger)
+            ending: Some(Ending::DestroySoon)
         }
     );
     c
@@ -499,7 +499,7 @@ fn predicates_in_every_state() {
             CONNECTING_LINGER,
             f(
                 State::Connecting {
-                    ending: Some(Ending::Linger),
+                    ending: Some(Ending::DestroySoon),
                 },
                 0,
                 [F, F, F, F, F, F],
@@ -609,31 +609,31 @@ fn check_write_refuses_after_end_and_after_destroy() {
 }
 
 #[test]
-fn accept_write_queues_where_writes_are_allowed() {
+fn queue_write_queues_where_writes_are_allowed() {
     for fx in [CONNECTING, OPEN, HCR_HALF_OPEN, HCR_AUTO_END] {
         let mut c = (fx.make)();
         let state = c.state();
-        assert!(c.accept_write(b"hello", 0), "{}", fx.name);
+        assert!(c.queue_write(b"hello", 0), "{}", fx.name);
         assert_eq!(c.bytes_queued(), 5, "{}", fx.name);
         assert_eq!(c.state(), state, "{}", fx.name);
     }
 }
 
-/// `accept_write` trusts the reactor to have called `check_write`; in debug builds it asserts.
+/// `queue_write` trusts the reactor to have called `check_write`; in debug builds it asserts.
 #[cfg(debug_assertions)]
 #[test]
 #[should_panic]
-fn accept_write_after_end_without_check_write_panics_in_debug() {
+fn queue_write_after_end_without_check_write_panics_in_debug() {
     let mut c = half_closed_local_pending();
-    c.accept_write(b"late", 0);
+    c.queue_write(b"late", 0);
 }
 
 #[cfg(debug_assertions)]
 #[test]
 #[should_panic]
-fn accept_write_after_destroy_without_check_write_panics_in_debug() {
+fn queue_write_after_destroy_without_check_write_panics_in_debug() {
     let mut c = destroyed();
-    c.accept_write_owned(b"late".to_vec());
+    c.queue_write_owned(b"late".to_vec());
 }
 
 #[test]
@@ -662,7 +662,7 @@ fn end_in_every_state() {
             CONNECTING_LINGER,
             ok(&[]),
             State::Connecting {
-                ending: Some(Ending::Linger),
+                ending: Some(Ending::DestroySoon),
             },
         ),
         // Leaving `Open` arms the FIN wait, before the FIN is asked for.
@@ -738,7 +738,7 @@ fn destroy_soon_in_every_state() {
         peer_fin: true,
     };
     let linger_requested = State::Connecting {
-        ending: Some(Ending::Linger),
+        ending: Some(Ending::DestroySoon),
     };
     let table: [(Fx, (String, Vec<String>), State); 12] = [
         (CONNECTING, ok(&[]), linger_requested),
@@ -1005,7 +1005,7 @@ fn on_eof_in_every_state() {
             CONNECTING_LINGER,
             &none,
             State::Connecting {
-                ending: Some(Ending::Linger),
+                ending: Some(Ending::DestroySoon),
             },
         ),
         (OPEN, &end, State::HalfClosedRemote),
@@ -1100,7 +1100,7 @@ fn on_written_sends_the_fin_only_once_the_queue_is_empty() {
             CONNECTING_LINGER,
             none.clone(),
             State::Connecting {
-                ending: Some(Ending::Linger),
+                ending: Some(Ending::DestroySoon),
             },
         ),
         (OPEN, none.clone(), State::Open),
@@ -1173,7 +1173,7 @@ fn on_shutdown_ok_in_every_state() {
             CONNECTING_LINGER,
             vec![],
             State::Connecting {
-                ending: Some(Ending::Linger),
+                ending: Some(Ending::DestroySoon),
             },
         ),
         (OPEN, vec![], State::Open),
@@ -1457,7 +1457,7 @@ fn on_deadline_applies_only_where_it_belongs() {
 #[test]
 fn end_with_bytes_queued_sends_fin_after_flush_and_closes_on_peer_fin() {
     let mut c = open();
-    assert!(c.accept_write(b"bye", 0));
+    assert!(c.queue_write(b"bye", 0));
     assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert!(c.may_send());
@@ -1609,7 +1609,7 @@ fn peer_fin_first_closes_without_a_shutdown_call() {
 fn peer_fin_with_32_mib_queued_auto_ends_after_the_flush() {
     const BIG: usize = 32 << 20;
     let mut c = open();
-    assert!(!c.accept_write_owned(vec![1u8; BIG]));
+    assert!(!c.queue_write_owned(vec![1u8; BIG]));
     assert_eq!(step(&mut c, |c, o| c.on_eof(o)), ["emit End"]);
     assert_eq!(c.state(), State::HalfClosedRemote);
     assert_eq!(
@@ -1793,7 +1793,7 @@ fn reset_after_end_sends_rst_and_counts_unsent() {
 #[test]
 fn peer_reset_while_writing_reports_peer_reset_and_unsent() {
     let mut c = open();
-    assert!(!c.accept_write_owned(vec![0; 1 << 20]));
+    assert!(!c.queue_write_owned(vec![0; 1 << 20]));
     assert_eq!(step(&mut c, |c, o| c.on_written(400_000, o)), NONE);
     assert_eq!(
         step(&mut c, |c, o| c.on_io_error(os_error(libc::EPIPE), o)),
@@ -2258,9 +2258,9 @@ fn drain_is_not_emitted_when_writes_never_returned_false() {
 #[test]
 fn drain_is_owed_again_after_each_false() {
     let mut c = Conn::accepted(id(), hwm(10));
-    assert!(!c.accept_write_owned(vec![0; 10]));
+    assert!(!c.queue_write_owned(vec![0; 10]));
     assert_eq!(step(&mut c, |c, o| c.on_written(10, o)), ["emit Drain"]);
-    assert!(!c.accept_write_owned(vec![0; 20]));
+    assert!(!c.queue_write_owned(vec![0; 20]));
     assert_eq!(step(&mut c, |c, o| c.on_written(20, o)), ["emit Drain"]);
 }
 
@@ -2268,7 +2268,7 @@ fn drain_is_owed_again_after_each_false() {
 fn bytes_sent_directly_do_not_count_toward_the_high_water_mark() {
     let mut c = Conn::accepted(id(), hwm(10));
     // 20 bytes written, 15 taken by the kernel at once: only 5 are queued.
-    assert!(c.accept_write(&[0; 20], 15));
+    assert!(c.queue_write(&[0; 20], 15));
     assert_eq!(c.bytes_queued(), 5);
     assert_eq!(step(&mut c, |c, o| c.on_written(5, o)), NONE);
 }
@@ -2301,9 +2301,9 @@ fn drain_owed_is_dropped_when_the_socket_closes() {
 #[test]
 fn byte_counters_cover_direct_and_queued_writes_and_discarded_reads() {
     let mut c = open();
-    assert!(c.accept_write(&[1; 100], 60));
+    assert!(c.queue_write(&[1; 100], 60));
     assert_eq!((c.bytes_written(), c.bytes_queued()), (60, 40));
-    assert!(c.accept_write(&[2; 50], 0));
+    assert!(c.queue_write(&[2; 50], 0));
     assert_eq!((c.bytes_written(), c.bytes_queued()), (60, 90));
     assert_eq!(c.queue().len(), 90);
     assert_eq!(step(&mut c, |c, o| c.on_written(30, o)), NONE);
@@ -2312,9 +2312,9 @@ fn byte_counters_cover_direct_and_queued_writes_and_discarded_reads() {
     assert_eq!(step(&mut c, |c, o| c.on_written(1000, o)), NONE);
     assert_eq!((c.bytes_written(), c.bytes_queued()), (150, 0));
     // `sent` larger than the buffer is clamped too.
-    assert!(c.accept_write(&[3; 10], 99));
+    assert!(c.queue_write(&[3; 10], 99));
     assert_eq!((c.bytes_written(), c.bytes_queued()), (160, 0));
-    assert!(c.accept_write_owned(vec![4; 7]));
+    assert!(c.queue_write_owned(vec![4; 7]));
     assert_eq!((c.bytes_written(), c.bytes_queued()), (160, 7));
 
     assert!(c.on_read(5));
@@ -2352,7 +2352,7 @@ fn options_are_kept() {
 #[test]
 fn destroy_soon_with_a_stuck_flush_is_bounded_by_the_linger_deadline() {
     let mut c = open();
-    assert!(!c.accept_write_owned(vec![0; 1 << 20]));
+    assert!(!c.queue_write_owned(vec![0; 1 << 20]));
     assert_eq!(call(&mut c, |c, o| c.destroy_soon(o)), ok(&["arm Linger"]));
     assert_eq!(step(&mut c, |c, o| c.on_written(400_000, o)), NONE);
     assert_eq!(
@@ -2371,7 +2371,7 @@ fn destroy_soon_with_a_stuck_flush_is_bounded_by_the_linger_deadline() {
 #[test]
 fn fin_wait_is_armed_by_end_and_bounds_a_stuck_flush() {
     let mut c = open();
-    assert!(!c.accept_write_owned(vec![0; 1 << 20]));
+    assert!(!c.queue_write_owned(vec![0; 1 << 20]));
     assert_eq!(call(&mut c, |c, o| c.end(o)), ok(&["arm FinWait"]));
     assert_eq!(c.state(), State::HalfClosedLocal(Fin::Pending));
     assert_eq!(step(&mut c, |c, o| c.on_written(400_000, o)), NONE);
@@ -2472,7 +2472,7 @@ fn on_written_zero_asks_for_nothing() {
     // A Drain owed with nothing queued (every write reaches a zero mark) is not paid by a
     // write that moved nothing either.
     let mut c = Conn::accepted(id(), hwm(0));
-    assert!(!c.accept_write(&[1; 4], 4));
+    assert!(!c.queue_write(&[1; 4], 4));
     assert_eq!(c.bytes_queued(), 0);
     assert_eq!(step(&mut c, |c, o| c.on_written(0, o)), NONE);
     assert_eq!(c.bytes_written(), 4);
