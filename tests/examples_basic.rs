@@ -656,6 +656,109 @@ fn client_exits_1_with_one_stderr_line_when_the_connection_is_refused() {
     assert!(err.to_lowercase().contains("refused"), "stderr {err:?}");
 }
 
+/// A client run by [`client_gets_bye_then_the_server_closes`].
+struct ByeThenClose {
+    proc: Proc,
+    /// Still open: dropping it is the client's end of stdin.
+    stdin: std::process::ChildStdin,
+    /// The rest of stdout, chunk by chunk, until the client exits.
+    out: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// All of stderr, once the client exits.
+    err: thread::JoinHandle<String>,
+}
+
+/// Runs the client against the test's own server, its stdin a pipe left open (the client is
+/// half-open: after the server's FIN it waits for more stdin to send). The server accepts,
+/// writes `bye\n`, sends its FIN, waits until the client has printed `bye`, then closes: with
+/// RST when `reset`, else cleanly.
+fn client_gets_bye_then_the_server_closes(reset: bool) -> ByeThenClose {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = Command::new(example_path("client"))
+        .args(["--connect", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let proc = Proc(child);
+    // Stdout arrives chunk by chunk on a channel, so that the wait for `bye` is bounded.
+    let (tx, out) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut conn = accept_within(&listener, LIMIT);
+    conn.write_all(b"bye\n").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut printed = Vec::new();
+    while printed.len() < 4 {
+        match out.recv_timeout(LIMIT) {
+            Ok(chunk) => printed.extend_from_slice(&chunk),
+            Err(e) => panic!("the client printed {printed:?}, then nothing ({e})"),
+        }
+    }
+    assert_eq!(printed, b"bye\n");
+    if reset {
+        reset_on_close(&conn);
+    }
+    drop(conn);
+    ByeThenClose {
+        proc,
+        stdin,
+        out,
+        err,
+    }
+}
+
+/// Issue 10, case 1, through the client: the server's reset after its FIN ends the client at
+/// once, although its stdin is still open — exit 1 and one line on stderr. (It used to go
+/// unnoticed: the client waited for stdin and, once stdin ended, exited 0 with an empty
+/// stderr, as after a clean close.)
+#[test]
+fn client_exits_1_with_one_stderr_line_when_the_server_resets_after_its_fin() {
+    let mut run = client_gets_bye_then_the_server_closes(true);
+    let status = wait_child(&mut run.proc.0, LIMIT)
+        .expect("the client did not exit after the server's reset (its stdin is open)");
+    let err = run.err.join().unwrap();
+    assert_eq!(status.code(), Some(1), "stderr {err:?}");
+    assert!(
+        err.ends_with('\n') && err.matches('\n').count() == 1 && err.len() > 1,
+        "stderr {err:?}"
+    );
+    assert!(err.to_lowercase().contains("reset"), "stderr {err:?}");
+    // Nothing after `bye`.
+    let rest: Vec<u8> = run.out.iter().flatten().collect();
+    assert_eq!(rest, b"");
+    drop(run.stdin);
+}
+
+/// The clean counterpart: `bye\n`, FIN, then a plain close. The half-open client waits for
+/// the end of its stdin, sends its own FIN and exits 0 with nothing on stderr.
+#[test]
+fn client_exits_0_when_the_server_closes_cleanly_after_its_fin_and_stdin_ends_later() {
+    let mut run = client_gets_bye_then_the_server_closes(false);
+    drop(run.stdin);
+    let status = wait_child(&mut run.proc.0, LIMIT).expect("the client did not exit");
+    let err = run.err.join().unwrap();
+    assert!(status.success(), "{status}: stderr {err:?}");
+    assert_eq!(err, "");
+    let rest: Vec<u8> = run.out.iter().flatten().collect();
+    assert_eq!(rest, b"");
+}
+
 #[test]
 fn client_without_connect_is_a_usage_error() {
     let (status, _, err) = run_example("client", &[], Vec::new());

@@ -12,6 +12,17 @@
 //! reading (we discard) until the client's FIN, so an answer such as 431 sent while the
 //! client is still sending never turns into an RST that would destroy it.
 //!
+//! Shutdown. On SIGTERM/SIGINT the reactor asks every connection to finish
+//! (`Handler::on_shutdown_request`, after it read what was waiting there). A request already
+//! received is answered with `Connection: close`, then `end()`: the next one in the buffer of
+//! a connection paused for backpressure, or one that arrives in the same turn (from then on
+//! every answer says `Connection: close`). A connection with no complete request is ended at
+//! once. Once ending, a connection is resumed and read until the client's FIN *without
+//! parsing*: a client that pipelined without reading may still send megabytes of requests
+//! nobody will answer, and parsing them kept the server busy for seconds after its last
+//! client had gone. A write refused because the socket was ended behind our back switches a
+//! connection to that mode too.
+//!
 //! Timers. One idle timer per connection (`set_timeout`), used in one of two modes:
 //! - *idle* (between requests, or while a response or a body is moving): `Timeout` after
 //!   `--idle-timeout-ms` without traffic → `end()`.
@@ -32,7 +43,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+use finwait::{Context, Event, Handler, ListenOptions, Reactor, SocketId};
 
 use request::{Parse, ParseError, Request, Version};
 
@@ -136,7 +147,7 @@ struct Server {
     conns: HashMap<SocketId, Conn>,
 }
 
-impl Server {
+impl Handler for Server {
     fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
         match event {
             Event::Accepted(_) => {
@@ -193,7 +204,32 @@ impl Server {
         }
     }
 
-    /// Answers every complete request in the buffer, in order, then sets the timer.
+    /// The graceful shutdown asks this connection to finish. Whatever had arrived was read
+    /// (and answered, with `Connection: close`) before this call, unless the connection was
+    /// paused: then the next request waiting in its buffer gets that last answer.
+    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            let _ = cx.end(id);
+            return;
+        };
+        if c.ending {
+            return;
+        }
+        c.blocked = false;
+        self.process(cx, id);
+        // No complete request was waiting (an idle keep-alive connection, or a head still
+        // arriving): nothing to answer.
+        if let Some(c) = self.conns.get_mut(&id)
+            && !c.ending
+        {
+            finish(cx, id, c);
+        }
+    }
+}
+
+impl Server {
+    /// Answers every complete request in the buffer, in order, then sets the timer. During a
+    /// graceful shutdown the first answer says `Connection: close` and ends the connection.
     fn process(&mut self, cx: &mut Context, id: SocketId) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -221,14 +257,23 @@ impl Server {
                     c.pos += head_len;
                     c.skip = request.content_length;
                     c.head_started = None;
-                    let (below, keep_alive) = respond(cx, id, &request);
-                    if !keep_alive {
-                        finish(cx, id, c);
-                    } else if !below {
-                        // The client is not reading its responses: stop reading its
-                        // requests until they drain.
-                        c.blocked = true;
-                        let _ = cx.pause(id);
+                    match respond(cx, id, &request, cx.is_shutting_down()) {
+                        Answer::Refused => {
+                            // The socket was ended (or destroyed) without us: nothing more
+                            // can be answered.
+                            log::debug!("{id}: writes refused, discarding further requests");
+                            finish(cx, id, c);
+                        }
+                        Answer::Queued {
+                            keep_alive: false, ..
+                        } => finish(cx, id, c),
+                        Answer::Queued { below: true, .. } => {}
+                        Answer::Queued { below: false, .. } => {
+                            // The client is not reading its responses: stop reading its
+                            // requests until they drain.
+                            c.blocked = true;
+                            let _ = cx.pause(id);
+                        }
                     }
                 }
                 Err(e) => {
@@ -312,9 +357,19 @@ impl Server {
     }
 }
 
-/// Writes the response to one request. Returns (under the high-water mark, keep alive).
-fn respond(cx: &mut Context, id: SocketId, request: &Request) -> (bool, bool) {
-    let keep_alive = request.keep_alive;
+/// What became of a response.
+enum Answer {
+    /// Queued. `below`: the write queue is still under the high-water mark; `keep_alive`: the
+    /// connection stays open for the next request.
+    Queued { below: bool, keep_alive: bool },
+    /// The socket takes no more writes: it was ended (or destroyed) without us.
+    Refused,
+}
+
+/// Writes the response to one request; with `last`, it says `Connection: close` whatever the
+/// request asked for.
+fn respond(cx: &mut Context, id: SocketId, request: &Request, last: bool) -> Answer {
+    let keep_alive = request.keep_alive && !last;
     let (status, extra, body): (&str, &str, &[u8]) = match request.method.as_str() {
         "GET" => ("200 OK", "", BODY),
         "HEAD" => ("200 OK", "", b""),
@@ -344,8 +399,10 @@ fn respond(cx: &mut Context, id: SocketId, request: &Request) -> (bool, bool) {
         .as_bytes(),
     );
     out.extend_from_slice(body);
-    let below = cx.write_owned(id, out).unwrap_or(true);
-    (below, keep_alive)
+    match cx.write_owned(id, out) {
+        Ok(below) => Answer::Queued { below, keep_alive },
+        Err(_) => Answer::Refused,
+    }
 }
 
 fn error_response(status: u16, reason: &str) -> Vec<u8> {
@@ -389,6 +446,5 @@ fn serve((args, o): (common::Server, Options)) -> finwait::Result<()> {
         header: ms(o.header_timeout_ms),
         conns: HashMap::new(),
     };
-    reactor
-        .run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| server.on_event(cx, id, event))
+    reactor.run(&mut server)
 }
