@@ -15,7 +15,7 @@ mod common;
 
 use std::process::ExitCode;
 
-use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+use finwait::{Context, Event, ListenOptions, SocketId};
 
 const HELP: &str = "\
 count — answers each connection with the number of bytes it sent, after its FIN
@@ -26,6 +26,8 @@ OPTIONS:
   --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000)
+  --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
+                              listener each (default 1)
   -h, --help                  print this help
 
 Each connection: read until the peer half-closes (FIN), then write the byte count in
@@ -43,21 +45,17 @@ fn main() -> ExitCode {
 }
 
 fn serve(server: common::Server) -> finwait::Result<()> {
-    let mut reactor = Reactor::new()?;
-    common::listen(
-        &mut reactor,
-        &server,
-        // The peer's FIN must not end our side: the answer comes after it.
-        ListenOptions::new().allow_half_open(true),
-    )?;
-    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
-        // `Data` needs no code: the reactor already counts every byte it reads
-        // (`bytes_read`), so this server keeps no per-connection state at all.
-        if let Event::End = event {
-            // `End` comes after the last `Data`, so the count is final. An error means the
-            // socket was already ended (a shutdown started) or destroyed: nothing to answer.
-            if let Ok(n) = cx.bytes_read(id) {
-                let _ = cx.end_with(id, format!("{n}\n").as_bytes());
+    // The peer's FIN must not end our side: the answer comes after it.
+    common::serve(&server, ListenOptions::new().allow_half_open(true), || {
+        |cx: &mut Context, id: SocketId, event: Event<'_>| {
+            // `Data` needs no code: the reactor already counts every byte it reads
+            // (`bytes_read`), so this server keeps no per-connection state at all.
+            if let Event::End = event {
+                // `End` comes after the last `Data`, so the count is final. An error means the
+                // socket was already ended (a shutdown started) or destroyed: nothing to answer.
+                if let Ok(n) = cx.bytes_read(id) {
+                    let _ = cx.end_with(id, format!("{n}\n").as_bytes());
+                }
             }
         }
     })

@@ -14,7 +14,7 @@ mod common;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+use finwait::{Context, Event, ListenOptions, SocketId};
 
 const HELP: &str = "\
 echo — a TCP echo server on finwait
@@ -27,6 +27,8 @@ OPTIONS:
                               (0 = off, the default)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000)
+  --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
+                              listener each (default 1)
   -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
@@ -52,15 +54,9 @@ fn main() -> ExitCode {
 }
 
 fn serve((server, o): (common::Server, Options)) -> finwait::Result<()> {
-    let mut reactor = Reactor::new()?;
     let idle = (o.idle_timeout_ms > 0).then(|| Duration::from_millis(o.idle_timeout_ms));
-    common::listen(
-        &mut reactor,
-        &server,
-        ListenOptions::new().idle_timeout(idle),
-    )?;
-    reactor.run(
-        &mut |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
+    common::serve(&server, ListenOptions::new().idle_timeout(idle), || {
+        |cx: &mut Context, id: SocketId, event: Event<'_>| match event {
             Event::Data(bytes) => {
                 // An error here only means the socket is already ending (its `Close` says how);
                 // bytes read after our end() have nowhere to go and are dropped.
@@ -76,6 +72,6 @@ fn serve((server, o): (common::Server, Options)) -> finwait::Result<()> {
                 let _ = cx.end(id);
             }
             _ => {}
-        },
-    )
+        }
+    })
 }

@@ -14,7 +14,7 @@ mod common;
 
 use std::process::ExitCode;
 
-use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+use finwait::{Context, Event, ListenOptions, SocketId};
 
 const HELP: &str = "\
 goodbye — writes a message on every connection, then closes it gracefully
@@ -27,6 +27,8 @@ OPTIONS:
                               sent exactly as given, then FIN
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000)
+  --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
+                              listener each (default 1)
   -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
@@ -55,19 +57,20 @@ fn main() -> ExitCode {
 }
 
 fn serve((server, o): (common::Server, Options)) -> finwait::Result<()> {
-    let mut reactor = Reactor::new()?;
-    common::listen(&mut reactor, &server, ListenOptions::new())?;
     let message = o.message.into_bytes();
-    reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
-        if let Event::Accepted(_) = event {
-            // Whatever the kernel does not take at once is queued; `destroy_soon` flushes it
-            // before the FIN, so the message goes out whole even to a slow reader.
-            let _ = cx.write(id, &message);
-            // Not `end()`: we want nothing the peer sends (no `Data`, no `End`), and the
-            // linger deadline bounds how long a peer that never sends its FIN can hold us.
-            // Not `destroy()`: unread input would turn the close into an RST and cut the
-            // message. Errors only mean the socket is already gone; its `Close` says how.
-            let _ = cx.destroy_soon(id);
+    common::serve(&server, ListenOptions::new(), move || {
+        let message = message.clone();
+        move |cx: &mut Context, id: SocketId, event: Event<'_>| {
+            if let Event::Accepted(_) = event {
+                // Whatever the kernel does not take at once is queued; `destroy_soon` flushes
+                // it before the FIN, so the message goes out whole even to a slow reader.
+                let _ = cx.write(id, &message);
+                // Not `end()`: we want nothing the peer sends (no `Data`, no `End`), and the
+                // linger deadline bounds how long a peer that never sends its FIN can hold us.
+                // Not `destroy()`: unread input would turn the close into an RST and cut the
+                // message. Errors only mean the socket is already gone; its `Close` says how.
+                let _ = cx.destroy_soon(id);
+            }
         }
     })
 }

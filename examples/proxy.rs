@@ -19,9 +19,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
-use finwait::{
-    CloseInfo, CloseReason, ConnectOptions, Context, Event, ListenOptions, Reactor, SocketId,
-};
+use finwait::{CloseInfo, CloseReason, ConnectOptions, Context, Event, ListenOptions, SocketId};
 
 const HELP: &str = "\
 proxy — a TCP proxy on finwait
@@ -33,6 +31,8 @@ OPTIONS:
   --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000)
+  --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
+                              listener each (default 1)
   -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
@@ -170,16 +170,15 @@ fn on_close(cx: &mut Context, id: SocketId, other: SocketId, info: CloseInfo) {
 }
 
 fn serve((server, upstream): (common::Server, SocketAddr)) -> finwait::Result<()> {
-    let mut reactor = Reactor::new()?;
-    common::listen(
-        &mut reactor,
+    common::serve(
         &server,
         ListenOptions::new().allow_half_open(true),
-    )?;
-    let mut proxy = Proxy {
-        upstream,
-        pairs: HashMap::new(),
-    };
-    reactor
-        .run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| proxy.on_event(cx, id, event))
+        move || {
+            let mut proxy = Proxy {
+                upstream,
+                pairs: HashMap::new(),
+            };
+            move |cx: &mut Context, id: SocketId, event: Event<'_>| proxy.on_event(cx, id, event)
+        },
+    )
 }

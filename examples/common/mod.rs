@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use finwait::{ListenOptions, ListenerId, Reactor};
+use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor};
 
 /// The options every example server takes (CONTRACT.md).
 pub struct Server {
@@ -15,6 +15,8 @@ pub struct Server {
     pub listen: SocketAddr,
     /// `--shutdown-timeout-ms N` (default 5000).
     pub shutdown_ms: u64,
+    /// `--reactors N` (default 1): reactors, one thread each, on the same address.
+    pub reactors: usize,
 }
 
 /// Parses the command line: `--listen`, `--shutdown-timeout-ms` and `-h`/`--help` here; every
@@ -28,12 +30,19 @@ pub fn parse_args<O>(
     let mut server = Server {
         listen: "127.0.0.1:0".parse().unwrap(),
         shutdown_ms: 5000,
+        reactors: 1,
     };
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
             Long("listen") => server.listen = args.value()?.parse()?,
             Long("shutdown-timeout-ms") => server.shutdown_ms = args.value()?.parse()?,
+            Long("reactors") => {
+                server.reactors = args.value()?.parse()?;
+                if server.reactors == 0 {
+                    return Err("--reactors must be at least 1".into());
+                }
+            }
             Short('h') | Long("help") => return Ok(None),
             Long(name) => {
                 let name = name.to_owned();
@@ -47,10 +56,37 @@ pub fn parse_args<O>(
     Ok(Some((server, own)))
 }
 
-/// Listens, prints exactly `listening on IP:PORT` (flushed, so a parent process reading the
-/// pipe sees it at once), and turns SIGTERM/SIGINT into a graceful shutdown: stop accepting,
-/// `end()` every connection, destroy what is left after `--shutdown-timeout-ms`, and let
-/// `run` return.
+/// Serves `--listen` with `--reactors` reactors, each running the handler `make` builds for
+/// it: one reactor on this thread, or a [`Group`] of N threads (one `SO_REUSEPORT` listener
+/// each). Prints exactly one `listening on IP:PORT` line (flushed, so a parent process
+/// reading the pipe sees it at once) and turns SIGTERM/SIGINT into a graceful shutdown of
+/// every reactor: stop accepting (taking what waits in the accept queues), ask every
+/// connection to finish, destroy what is left after `--shutdown-timeout-ms`, and return once
+/// the last connection closed.
+pub fn serve<H: Handler + 'static>(
+    server: &Server,
+    options: ListenOptions,
+    make: impl Fn() -> H + Send + Sync + 'static,
+) -> finwait::Result<()> {
+    let grace = Duration::from_millis(server.shutdown_ms);
+    if server.reactors <= 1 {
+        let mut reactor = Reactor::new()?;
+        listen(&mut reactor, server, options)?;
+        return reactor.run(&mut make());
+    }
+    let group = Group::listen(
+        server.listen,
+        GroupOptions::new(server.reactors)
+            .listen(options)
+            .shutdown_on_signals(Some(grace)),
+        move |_| make(),
+    )?;
+    print_listening(group.local_addr())?;
+    group.join()
+}
+
+/// Listens on one reactor, prints the `listening on` line and arms the graceful shutdown on
+/// SIGTERM/SIGINT (see [`serve`]).
 pub fn listen(
     reactor: &mut Reactor,
     server: &Server,
@@ -58,10 +94,15 @@ pub fn listen(
 ) -> finwait::Result<ListenerId> {
     reactor.shutdown_on_signals(Duration::from_millis(server.shutdown_ms))?;
     let listener = reactor.listen(server.listen, options)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on {}", reactor.listener_addr(listener)?)?;
-    out.flush()?;
+    print_listening(reactor.listener_addr(listener)?)?;
     Ok(listener)
+}
+
+fn print_listening(addr: SocketAddr) -> finwait::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// The `main` every example server shares: logging from `RUST_LOG`, options (`--help` →

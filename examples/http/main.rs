@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use finwait::{Context, Event, Handler, ListenOptions, Reactor, SocketId};
+use finwait::{Context, Event, Handler, ListenOptions, SocketId};
 
 use request::{Parse, ParseError, Request, Version};
 
@@ -65,6 +65,8 @@ OPTIONS:
                               complete N ms after its first byte (default 10000, 0 = off)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000)
+  --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
+                              listener each (default 1)
   -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
@@ -437,14 +439,14 @@ fn finish(cx: &mut Context, id: SocketId, c: &mut Conn) {
 }
 
 fn serve((args, o): (common::Server, Options)) -> finwait::Result<()> {
-    let mut reactor = Reactor::new()?;
     let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
     let idle = ms(o.idle_timeout_ms);
-    common::listen(&mut reactor, &args, ListenOptions::new().idle_timeout(idle))?;
-    let mut server = Server {
-        idle,
-        header: ms(o.header_timeout_ms),
-        conns: HashMap::new(),
-    };
-    reactor.run(&mut server)
+    let header = ms(o.header_timeout_ms);
+    common::serve(&args, ListenOptions::new().idle_timeout(idle), move || {
+        Server {
+            idle,
+            header,
+            conns: HashMap::new(),
+        }
+    })
 }
