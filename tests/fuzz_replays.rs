@@ -450,7 +450,7 @@ fn ids_seeds() -> Vec<Vec<u8>> {
 
 fn reactor_seeds() -> Vec<Vec<u8>> {
     type Op = reactor::Operation;
-    const N: u32 = 10;
+    const N: u32 = 11;
     const LOCAL: u32 = 7;
     let local = |e: &mut Enc, peer: u8, c: u32| -> () {
         e.op("Local", 6, N).u8(peer).variant(c, LOCAL);
@@ -638,6 +638,24 @@ fn reactor_seeds() -> Vec<Vec<u8>> {
     e.op("PeerReset", 5, N).u8(0);
     e.op("PeerReset", 5, N).u8(1);
     local(&mut e, 1, 1);
+    e.op("Run", 7, N);
+    seeds.push(seed::<Op>(&e));
+    // A group exit: a sibling listener on the same address (SO_REUSEPORT) leaves while four
+    // connects wait, spread over both accept queues; then the first listener closes with
+    // more connects in flight. Nothing queued may be lost or reset.
+    let mut e = Enc::default();
+    e.op("Config", 0, N).bool(false).u8(0).u8(16);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerConnect", 1, N);
+    e.op("PeerWrite", 2, N).u8(0).u16(100);
+    e.op("PeerWrite", 2, N).u8(1).u16(100);
+    e.op("SiblingLeaves", 10, N).u8(50);
+    e.op("PeerConnect", 1, N);
+    e.op("Run", 7, N);
+    e.op("PeerConnect", 1, N);
+    e.op("CloseListener", 9, N);
+    e.op("Run", 7, N);
+    e.op("PeerRead", 3, N).u8(0).u16(4000);
     e.op("Run", 7, N);
     seeds.push(seed::<Op>(&e));
     seeds
