@@ -4,12 +4,11 @@
 //! service every ready socket — flush its queue, read it within a budget — delivering events
 //! in order, and finally free the slots of sockets destroyed in the batch.
 
-use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll};
+use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::context::Context;
@@ -19,6 +18,7 @@ use crate::event::Event;
 use crate::handler::Handler;
 use crate::id::{ListenerId, SocketId, TokenKind};
 use crate::options::ReactorOptions;
+use crate::sys;
 use crate::timers::{Clock, SystemClock};
 
 /// Reserved tokens.
@@ -163,8 +163,7 @@ impl Reactor {
     /// A reactor whose time comes from `clock` — a [`ManualClock`](crate::timers::ManualClock)
     /// lets tests drive timeouts and deadlines without sleeping.
     pub fn with_clock(options: ReactorOptions, clock: impl Clock + 'static) -> Result<Reactor> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
+        let (poll, registry) = sys::poller()?;
         Ok(Reactor {
             poll,
             events: Events::with_capacity(EVENT_CAPACITY),
@@ -184,10 +183,10 @@ impl Reactor {
     pub fn shutdown_on_signals(&mut self, grace: Duration) -> Result<()> {
         let mut signals =
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        self.poll.registry().register(
+        sys::register_signals(
+            self.poll.registry(),
             &mut signals,
             TokenKind::Reserved(SIGNAL_TOKEN).to_token(),
-            Interest::READABLE,
         )?;
         self.signals = Some((signals, grace));
         Ok(())
@@ -196,7 +195,7 @@ impl Reactor {
     /// A handle that wakes this reactor from another thread (see [`Handler::on_wake`]).
     pub fn waker(&mut self) -> Result<Waker> {
         if self.waker.is_none() {
-            let waker = mio::Waker::new(
+            let waker = sys::waker(
                 self.poll.registry(),
                 TokenKind::Reserved(WAKER_TOKEN).to_token(),
             )?;
@@ -261,11 +260,7 @@ impl Reactor {
                 (a, b) => a.or(b),
             }
         };
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+        sys::poll(&mut self.poll, &mut self.events, timeout)?;
         self.cx.now = self.cx.clock.now();
         let mut woken = false;
         let mut signalled = None;

@@ -12,6 +12,7 @@
 //! | `accept4` | `EINTR` | `EAGAIN`: the backlog is empty | `ECONNABORTED`, `EPROTO`, `EPERM`: that connection only, go on; `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: back off ([`is_fd_exhaustion`]); others back off and are reported |
 //! | `connect` | — (non-blocking: Linux never waits in it, so it cannot say `EINTR`; mio does not retry it either) | `EINPROGRESS`: completion comes as writability, `SO_ERROR` says how it went | reported as `Error` + `Close` |
 //! | `close` | never (Linux frees the fd even when `close` says `EINTR`) | — | ignored |
+//! | `epoll_wait` | `EINTR` is a turn with no events | — | returned from `run`/`run_once` |
 //!
 //! `EINTR` is retried inside each function, so no caller can lose a wake-up to it: a send
 //! interrupted before it moved a byte is simply made again. (Linux restarts these calls on
@@ -405,6 +406,43 @@ pub(crate) fn connect_outcome(stream: &TcpStream) -> io::Result<bool> {
             Err(e) => Err(e),
         },
     }
+}
+
+/// A new epoll instance, and a second handle on it for registering from the `Context`.
+pub(crate) fn poller() -> io::Result<(mio::Poll, mio::Registry)> {
+    let poll = mio::Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    Ok((poll, registry))
+}
+
+/// `epoll_wait` for at most `timeout` (`None`: until something happens). `EINTR` is a turn
+/// with no events: the loop goes on (timers, queued work) and polls again.
+pub(crate) fn poll(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    match poll.poll(events, timeout) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Registers the signal pipe of `signal-hook` (readable when SIGINT/SIGTERM arrived).
+pub(crate) fn register_signals(
+    registry: &mio::Registry,
+    signals: &mut signal_hook_mio::v1_0::Signals,
+    token: mio::Token,
+) -> io::Result<()> {
+    registry.register(signals, token, mio::Interest::READABLE)
+}
+
+/// An eventfd registered with the poller, for waking it from another thread.
+pub(crate) fn waker(registry: &mio::Registry, token: mio::Token) -> io::Result<mio::Waker> {
+    mio::Waker::new(registry, token)
 }
 
 #[cfg(test)]
