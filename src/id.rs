@@ -37,6 +37,7 @@ impl SocketId {
     /// let id = finwait::SocketId::from_parts(3, 0);
     /// assert_eq!(id.index(), 3);
     /// ```
+    #[doc(hidden)]
     pub fn from_parts(index: u32, generation: u32) -> SocketId {
         SocketId { index, generation }
     }

@@ -113,8 +113,8 @@
 //!
 //! ## Architecture
 //!
-//! - `socket/`: the sans-IO socket machine ([`state`]: inputs in, [`state::Action`]s out,
-//!   no syscalls), its [`write_queue`] (chunks plus a head offset; one vectored write spans
+//! - `socket/`: the sans-IO socket machine (`machine.rs`: inputs in, actions out, no
+//!   syscalls), its write queue (chunks plus a head offset; one vectored write spans
 //!   many writes), and the slot that holds both beside the cached readiness.
 //! - `listener/`: the listener machine above and its slot.
 //! - `table`: one generational table type for sockets, listeners and timers:
@@ -127,6 +127,10 @@
 //! - `sys`: every syscall, one function each, with the table of which errors are retried and
 //!   which end a connection (`MSG_NOSIGNAL` sends, so a host that does not ignore `SIGPIPE`
 //!   survives a reset).
+//!
+//! The machine, the write queue and the timer set are public only as hidden internals for
+//! the fuzz targets and benchmarks (`finwait::state`, `finwait::write_queue`,
+//! `finwait::timers`): they are not part of the API and carry no semver promise.
 //!
 //! **One turn of the loop**: one `epoll_wait`; due timers; each ready listener accepts one
 //! connection (listeners are level-triggered, so more waiting ones are reported again next
@@ -145,7 +149,7 @@
 //! [`listen`]: Context::listen
 //! [`connect`]: Context::connect
 //! [`run`]: Reactor::run
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod context;
 mod driver;
@@ -160,6 +164,7 @@ mod reactor;
 mod socket;
 mod sys;
 mod table;
+#[doc(hidden)]
 pub mod timers;
 
 pub use context::Context;
@@ -170,9 +175,16 @@ pub use handler::Handler;
 pub use id::{ListenerId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};
 pub use reactor::{Reactor, Waker};
+pub use socket::machine::{Fin, State};
+/// Internals for the fuzz targets and benchmarks (the socket machine): not part of the API,
+/// exempt from semver.
+#[doc(hidden)]
 pub use socket::machine as state;
+/// Internals for the fuzz targets and benchmarks (the write queue): not part of the API,
+/// exempt from semver.
+#[doc(hidden)]
 pub use socket::write_queue;
-pub use state::{Fin, State};
+pub use timers::{Clock, ManualClock, SystemClock};
 
 /// The README's Rust examples, compiled as doctests so the tour cannot rot.
 #[cfg(doctest)]

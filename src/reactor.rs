@@ -160,7 +160,7 @@ impl Reactor {
         Reactor::with_clock(options, SystemClock)
     }
 
-    /// A reactor whose time comes from `clock` — a [`ManualClock`](crate::timers::ManualClock)
+    /// A reactor whose time comes from `clock` — a [`ManualClock`](crate::ManualClock)
     /// lets tests drive timeouts and deadlines without sleeping.
     pub fn with_clock(options: ReactorOptions, clock: impl Clock + 'static) -> Result<Reactor> {
         let (poll, registry) = sys::poller()?;

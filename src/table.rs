@@ -5,7 +5,7 @@
 //! whatever took the slot next. Every key therefore carries the slot's generation, bumped each
 //! time the slot is freed, and every lookup compares it. Sockets, listeners and timers all
 //! live in one of these; their ids ([`SocketId`](crate::SocketId),
-//! [`ListenerId`](crate::ListenerId), [`TimerId`](crate::timers::TimerId)) are its keys.
+//! [`ListenerId`](crate::ListenerId), `TimerId`) are its keys.
 //!
 //! Generations are 30 bits wide — what fits beside the index and the kind in a mio token
 //! (see `id.rs`) — and wrap: a kept key could alias a new entry only after its slot was

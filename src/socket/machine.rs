@@ -19,6 +19,7 @@ use crate::socket::write_queue::WriteQueue;
 
 /// Where our FIN is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Fin {
     /// `end()` was called; the FIN leaves once the write queue is empty.
     Pending,
@@ -35,9 +36,10 @@ pub enum Ending {
     DestroySoon,
 }
 
-/// A socket's state. The predicates ([`Conn::may_write`], [`Conn::may_recv`], …) are derived
-/// from it; there are no loose booleans for what the state already says.
+/// A socket's state (see the crate docs for the transition table). What a socket may do
+/// ("may I write?") is derived from it, never stored beside it. New states may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// An outgoing connect is in progress. Writes are queued; `end`/`destroy_soon` are
     /// remembered and applied once connected.
