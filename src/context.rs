@@ -21,6 +21,7 @@ use crate::listener::{ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions, ReactorOptions};
 use crate::socket::Slot;
 use crate::socket::machine::{Actions, State};
+use crate::stats::Stats;
 use crate::sys;
 use crate::table::Table;
 use crate::timers::{Clock, Timers};
@@ -54,6 +55,8 @@ pub struct Context {
     pub(crate) now: Instant,
     pub(crate) options: ReactorOptions,
     pub(crate) shutdown: ShutdownPhase,
+    /// Counters for operators; bytes of closed sockets only (live ones are added on read).
+    pub(crate) stats: Stats,
 }
 
 impl Context {
@@ -80,6 +83,7 @@ impl Context {
             reclaim: Vec::new(),
             reclaim_listeners: Vec::new(),
             stopped: false,
+            stats: Stats::default(),
         }
     }
 
@@ -363,6 +367,26 @@ impl Context {
             .filter(|(_, s)| !s.conn.is_destroyed())
             .map(|(id, _)| id)
             .collect()
+    }
+
+    /// What this reactor has seen since it started: connections accepted and connected,
+    /// closes by reason, resets sent and received, deadlines by kind, accept errors, bytes
+    /// each way. Reading it costs one pass over the live sockets (for their bytes).
+    ///
+    /// ```no_run
+    /// # fn f(cx: &finwait::Context) {
+    /// log::info!("shutting down: {}", cx.stats());
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        for (_, slot) in self.sockets.iter() {
+            if !slot.conn.is_destroyed() {
+                stats.bytes_read += slot.conn.bytes_read();
+                stats.bytes_written += slot.conn.bytes_written();
+            }
+        }
+        stats
     }
 
     /// Makes [`Reactor::run`](crate::Reactor::run) return after the current turn.

@@ -180,6 +180,7 @@ impl Context {
         }
         let inserted = self.sockets.insert(slot);
         debug_assert_eq!(inserted, id);
+        self.stats.accepted += 1;
         self.queue
             .push_back(Queued::Socket(id, Event::Accepted(listener)));
         Ok(id)
@@ -214,7 +215,16 @@ impl Context {
                 return;
             };
             match action {
-                Action::Emit(event) => self.queue.push_back(Queued::Socket(id, event)),
+                Action::Emit(event) => {
+                    if let Event::Close(info) = &event {
+                        self.stats.on_close(
+                            info.reason,
+                            slot.conn.bytes_read(),
+                            slot.conn.bytes_written(),
+                        );
+                    }
+                    self.queue.push_back(Queued::Socket(id, event))
+                }
                 Action::Shutdown => {
                     let result = match &slot.stream {
                         Some(stream) => sys::shutdown_write(stream),
@@ -223,6 +233,7 @@ impl Context {
                     slot.conn.on_shutdown(result, &mut self.actions);
                 }
                 Action::Close { reset } => {
+                    self.stats.resets_sent += u64::from(reset);
                     if let Some(stream) = slot.stream.take() {
                         sys::close(stream, reset);
                     }
@@ -307,6 +318,7 @@ impl Context {
     pub(crate) fn write_cow(&mut self, id: SocketId, data: Cow<'_, [u8]>) -> Result<bool> {
         let slot = self.sockets.get_mut(id).ok_or(Error::StaleId)?;
         slot.conn.check_write()?;
+        slot.conn.check_queue_room(data.len())?;
         let mut sent = 0;
         let mut failed = None;
         if !data.is_empty()
@@ -474,6 +486,7 @@ impl Context {
             match sys::accept(listener) {
                 Ok(stream) => match self.adopt(stream, id, options) {
                     Ok(sid) => {
+                        self.stats.swept += 1;
                         if let Some(slot) = self.sockets.get_mut(sid) {
                             slot.readable = true;
                         }
@@ -485,8 +498,9 @@ impl Context {
                     Err(e) => log::debug!("{id}: dropping swept connection: {e}"),
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if sys::is_transient_accept_error(&e) => {}
+                Err(e) if sys::is_transient_accept_error(&e) => self.stats.accept_errors += 1,
                 Err(e) => {
+                    self.stats.accept_errors += 1;
                     // Out of fds, say: what is left is reset by the close. Say so.
                     log::warn!("{id}: sweeping the accept queue before close: {e}");
                     return;
@@ -679,8 +693,9 @@ impl Reactor {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if sys::is_transient_accept_error(&e) => {}
+                Err(e) if sys::is_transient_accept_error(&e) => cx.stats.accept_errors += 1,
                 Err(e) => {
+                    cx.stats.accept_errors += 1;
                     // The pending connection stays queued: retrying at once would spin.
                     // Running out of fds is expected under load; anything else is also
                     // reported to the program.
@@ -746,7 +761,10 @@ impl Reactor {
             return;
         };
         match sys::connect_outcome(stream) {
-            Ok(true) => slot.conn.on_connected(&mut cx.actions),
+            Ok(true) => {
+                cx.stats.connected += 1;
+                slot.conn.on_connected(&mut cx.actions)
+            }
             // Spurious wake-up: still connecting.
             Ok(false) => {
                 slot.writable = false;

@@ -24,6 +24,19 @@ pub enum Error {
     /// never reaches a socket that reuses its slot.
     #[error("stale or unknown id")]
     StaleId,
+    /// A `write` would have queued more than the socket's bound on its write queue
+    /// ([`ListenOptions::max_queued`](crate::ListenOptions::max_queued)): it is refused whole
+    /// — nothing of it is sent or queued — and the connection is left as it was. A program
+    /// that gets this ignored `write` returning `false` (wait for `Drain`).
+    #[error("write of {write} bytes refused: {queued} bytes already queued, limit {limit}")]
+    QueueFull {
+        /// Bytes queued when the write was refused.
+        queued: usize,
+        /// Bytes the refused write carried.
+        write: usize,
+        /// The socket's bound.
+        limit: usize,
+    },
     /// An option value that cannot work (for example a zero backlog).
     #[error("invalid option: {0}")]
     InvalidOption(&'static str),

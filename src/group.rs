@@ -25,6 +25,7 @@ use crate::handler::Handler;
 use crate::id::ListenerId;
 use crate::options::{ListenOptions, ReactorOptions};
 use crate::reactor::{Reactor, Waker};
+use crate::stats::Stats;
 use crate::sys;
 
 /// How a [`Group`] is made.
@@ -118,7 +119,7 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Group {
     addr: SocketAddr,
-    members: Vec<(Waker, Option<JoinHandle<Result<()>>>)>,
+    members: Vec<(Waker, Option<JoinHandle<Result<Stats>>>)>,
 }
 
 impl Group {
@@ -161,7 +162,7 @@ impl Group {
             let signals = options.shutdown_on_signals;
             let spawned = std::thread::Builder::new()
                 .name(format!("finwait-{index}"))
-                .spawn(move || -> Result<()> {
+                .spawn(move || -> Result<Stats> {
                     let started = (|| {
                         let mut reactor = Reactor::with_options(reactor_options)?;
                         let id = reactor.listen_std(listener, listen)?;
@@ -185,7 +186,8 @@ impl Group {
                         index,
                         listener: id,
                     });
-                    reactor.run(&mut handler)
+                    reactor.run(&mut handler)?;
+                    Ok(reactor.stats())
                 });
             let started = spawned
                 .map_err(Error::Io)
@@ -257,21 +259,28 @@ impl Group {
     }
 
     /// Waits until every reactor has returned — after a [`shutdown`](Self::shutdown), a
-    /// signal, or each reactor running out of work — and returns the first error any of them
-    /// returned.
-    pub fn join(mut self) -> Result<()> {
-        let mut first = Ok(());
+    /// signal, or each reactor running out of work — and returns each reactor's [`Stats`]
+    /// (in index order), or the first error any of them returned.
+    pub fn join(mut self) -> Result<Vec<Stats>> {
+        let mut stats = Vec::with_capacity(self.members.len());
+        let mut first_error = None;
         for (_, thread) in &mut self.members {
             if let Some(thread) = thread.take() {
-                let result = thread
+                match thread
                     .join()
-                    .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("reactor panicked"))));
-                if first.is_ok() {
-                    first = result;
+                    .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("reactor panicked"))))
+                {
+                    Ok(s) => stats.push(s),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
-        first
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
     }
 
     /// Stops every started reactor without grace (a failed start).

@@ -162,6 +162,7 @@ mod listener;
 mod options;
 mod reactor;
 mod socket;
+mod stats;
 mod sys;
 mod table;
 #[doc(hidden)]
@@ -175,15 +176,16 @@ pub use handler::Handler;
 pub use id::{ListenerId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};
 pub use reactor::{Reactor, Waker};
-pub use socket::machine::{Fin, State};
 /// Internals for the fuzz targets and benchmarks (the socket machine): not part of the API,
 /// exempt from semver.
 #[doc(hidden)]
 pub use socket::machine as state;
+pub use socket::machine::{Fin, State};
 /// Internals for the fuzz targets and benchmarks (the write queue): not part of the API,
 /// exempt from semver.
 #[doc(hidden)]
 pub use socket::write_queue;
+pub use stats::Stats;
 pub use timers::{Clock, ManualClock, SystemClock};
 
 /// The README's Rust examples, compiled as doctests so the tour cannot rot.

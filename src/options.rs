@@ -37,6 +37,13 @@ pub struct ListenOptions {
     /// queued loses nothing and costs no fd — once the backlog is full the kernel makes
     /// clients retry their SYN.)
     pub max_connections: Option<usize>,
+    /// Most bytes an accepted socket may hold in its write queue (default none: unbounded,
+    /// as in Node). A `write` that would queue more is refused whole with
+    /// [`Error::QueueFull`](crate::Error::QueueFull) and changes nothing, so a program that
+    /// ignores `write` returning `false` gets a clear error instead of growing without limit.
+    /// The check counts the whole write as queued, even when the kernel could take part of
+    /// it at once.
+    pub max_queued: Option<usize>,
     /// `SO_REUSEPORT` (default false): other sockets may bind the same address — the
     /// listeners of a [`Group`](crate::Group)'s reactors, or a successor process during a
     /// restart — and the kernel spreads new connections over them by a hash of the 4-tuple.
@@ -53,6 +60,7 @@ impl Default for ListenOptions {
             no_delay: true,
             idle_timeout: None,
             max_connections: None,
+            max_queued: None,
             reuse_port: false,
         }
     }
@@ -93,6 +101,17 @@ impl ListenOptions {
         self.max_connections = max;
         self
     }
+    /// Sets [`max_queued`](Self::max_queued).
+    ///
+    /// ```
+    /// use finwait::ListenOptions;
+    /// let opts = ListenOptions::new().max_queued(Some(16 << 20));
+    /// assert_eq!(opts.max_queued, Some(16 << 20));
+    /// ```
+    pub fn max_queued(mut self, bytes: Option<usize>) -> Self {
+        self.max_queued = bytes;
+        self
+    }
     /// Sets [`reuse_port`](Self::reuse_port).
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.reuse_port = reuse;
@@ -103,6 +122,7 @@ impl ListenOptions {
         ConnOptions {
             allow_half_open: self.allow_half_open,
             high_water_mark: self.high_water_mark,
+            max_queued: self.max_queued.unwrap_or(usize::MAX),
         }
     }
 }
@@ -124,6 +144,8 @@ pub struct ConnectOptions {
     pub high_water_mark: usize,
     /// See [`ListenOptions::no_delay`] (default true).
     pub no_delay: bool,
+    /// See [`ListenOptions::max_queued`] (default none).
+    pub max_queued: Option<usize>,
     /// Give up connecting after this long (default none: the kernel's own SYN retries decide).
     pub connect_timeout: Option<Duration>,
     /// The local address to connect from (Node's `localAddress` / `localPort`; default none:
@@ -142,6 +164,7 @@ impl Default for ConnectOptions {
             allow_half_open: false,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             no_delay: true,
+            max_queued: None,
             connect_timeout: None,
             local_addr: None,
         }
@@ -168,6 +191,11 @@ impl ConnectOptions {
         self.no_delay = no_delay;
         self
     }
+    /// Sets [`max_queued`](Self::max_queued).
+    pub fn max_queued(mut self, bytes: Option<usize>) -> Self {
+        self.max_queued = bytes;
+        self
+    }
     /// Sets [`connect_timeout`](Self::connect_timeout); `None` or zero disarms.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout.filter(|d| !d.is_zero());
@@ -190,6 +218,7 @@ impl ConnectOptions {
         ConnOptions {
             allow_half_open: self.allow_half_open,
             high_water_mark: self.high_water_mark,
+            max_queued: self.max_queued.unwrap_or(usize::MAX),
         }
     }
 }

@@ -72,7 +72,9 @@ pub fn serve<H: Handler + 'static>(
     if server.reactors <= 1 {
         let mut reactor = Reactor::new()?;
         listen(&mut reactor, server, options)?;
-        return reactor.run(&mut make());
+        reactor.run(&mut make())?;
+        log::info!("stopped: {}", reactor.stats());
+        return Ok(());
     }
     let group = Group::listen(
         server.listen,
@@ -82,7 +84,10 @@ pub fn serve<H: Handler + 'static>(
         move |_| make(),
     )?;
     print_listening(group.local_addr())?;
-    group.join()
+    for (index, stats) in group.join()?.iter().enumerate() {
+        log::info!("reactor {index} stopped: {stats}");
+    }
+    Ok(())
 }
 
 /// Listens on one reactor, prints the `listening on` line and arms the graceful shutdown on

@@ -751,6 +751,7 @@ pub fn replay(ops: &[Operation]) {
     let options = ConnOptions {
         allow_half_open,
         high_water_mark,
+        ..ConnOptions::default()
     };
     let id = socket_id();
     let mut conn = if connecting {

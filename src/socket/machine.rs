@@ -94,6 +94,9 @@ pub struct ConnOptions {
     pub allow_half_open: bool,
     /// `write` returns false once this many bytes are queued.
     pub high_water_mark: usize,
+    /// `write` is refused ([`Error::QueueFull`]) when it would queue more than this many
+    /// bytes; `usize::MAX`: no bound.
+    pub max_queued: usize,
 }
 
 impl Default for ConnOptions {
@@ -101,6 +104,7 @@ impl Default for ConnOptions {
         ConnOptions {
             allow_half_open: false,
             high_water_mark: 64 * 1024,
+            max_queued: usize::MAX,
         }
     }
 }
@@ -272,6 +276,21 @@ impl Conn {
             Err(Error::Destroyed)
         } else {
             Err(Error::WriteAfterEnd)
+        }
+    }
+
+    /// Checks that `len` more bytes may join the queue without passing
+    /// [`ConnOptions::max_queued`] (counted as if the kernel took none of them).
+    pub fn check_queue_room(&self, len: usize) -> Result<()> {
+        let queued = self.queue.len();
+        if queued.saturating_add(len) > self.options.max_queued {
+            Err(Error::QueueFull {
+                queued,
+                write: len,
+                limit: self.options.max_queued,
+            })
+        } else {
+            Ok(())
         }
     }
 

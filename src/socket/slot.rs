@@ -70,6 +70,7 @@ mod tests {
     #[test]
     fn slot_stays_small() {
         let size = std::mem::size_of::<Slot>();
-        assert!(size <= 160, "Slot grew to {size} bytes");
+        // 168 since the write-queue bound (`ConnOptions::max_queued`, 8 bytes).
+        assert!(size <= 168, "Slot grew to {size} bytes");
     }
 }

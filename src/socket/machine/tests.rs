@@ -2331,6 +2331,7 @@ fn options_are_kept() {
     let o = ConnOptions {
         allow_half_open: true,
         high_water_mark: 123,
+        max_queued: 456,
     };
     assert_eq!(Conn::accepted(id(), o).options(), o);
     assert_eq!(Conn::connecting(id(), o).options(), o);
@@ -2338,9 +2339,38 @@ fn options_are_kept() {
         ConnOptions::default(),
         ConnOptions {
             allow_half_open: false,
-            high_water_mark: 64 * 1024
+            high_water_mark: 64 * 1024,
+            max_queued: usize::MAX,
         }
     );
+}
+
+#[test]
+fn a_write_that_would_pass_max_queued_is_refused_whole_and_changes_nothing() {
+    let mut c = Conn::accepted(
+        id(),
+        ConnOptions {
+            max_queued: 150,
+            ..ConnOptions::default()
+        },
+    );
+    assert_eq!(outcome(&c.check_queue_room(150)), "Ok");
+    assert!(write(&mut c, 100));
+    assert_eq!(outcome(&c.check_queue_room(50)), "Ok");
+    let refused = c.check_queue_room(51);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::QueueFull {
+                queued: 100,
+                write: 51,
+                limit: 150
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(c.bytes_queued(), 100);
+    assert_eq!(c.state(), State::Open);
 }
 
 // ---- regressions: the linger and FIN-wait deadlines bound the whole close (A4.6 / B2.6) ----
