@@ -444,6 +444,21 @@ impl Context {
             .arm_deadline(TimerKey::Shutdown(None), later(self.now, grace));
     }
 
+    /// Stops at once, without grace: every listener closes, every socket is destroyed
+    /// ([`destroy`](Self::destroy): queued bytes dropped and counted, RST where there were
+    /// any), and [`Reactor::run`](crate::Reactor::run) returns once this turn's events are
+    /// delivered. For a second Ctrl-C; a graceful [`shutdown`](Self::shutdown) is the normal
+    /// way out.
+    pub fn stop_now(&mut self) {
+        for id in self.listener_ids() {
+            let _ = self.close_listener(id);
+        }
+        for id in self.socket_ids() {
+            let _ = self.destroy(id);
+        }
+        self.stopped = true;
+    }
+
     /// Graceful shutdown of one listener: it closes at once (its accept queue taken and
     /// served, see [`close_listener`](Self::close_listener)), its connections are asked to
     /// finish ([`Handler::on_shutdown_request`](crate::Handler::on_shutdown_request); by

@@ -178,8 +178,11 @@ impl Reactor {
     }
 
     /// Turns SIGINT and SIGTERM into a graceful [`shutdown`](Context::shutdown) with `grace`:
-    /// listeners close, connections end, stragglers are destroyed after `grace`, and `run`
-    /// returns once everything has closed. A second signal changes nothing.
+    /// listeners close (their accept queues served), connections are asked to finish,
+    /// stragglers are destroyed after `grace`, and `run` returns once everything has closed.
+    /// A second signal during that shutdown stops at once: every socket is destroyed (RST
+    /// where bytes were still queued), the listeners close, and `run` returns in that turn.
+    /// Each is logged at `warn` level, the first with the number of open connections.
     pub fn shutdown_on_signals(&mut self, grace: Duration) -> Result<()> {
         let mut signals =
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
@@ -303,8 +306,20 @@ impl Reactor {
             }
         }
         if let Some(grace) = signalled {
-            log::info!("signal received: shutting down gracefully ({grace:?} grace)");
-            self.cx.shutdown(grace);
+            if self.cx.is_shutting_down() {
+                log::warn!(
+                    "signal received again: stopping now ({} connections destroyed)",
+                    self.cx.socket_ids().len()
+                );
+                self.cx.stop_now();
+            } else {
+                log::warn!(
+                    "signal received: shutting down, {} connections (grace {grace:?}); \
+                     send it again to stop now",
+                    self.cx.socket_ids().len()
+                );
+                self.cx.shutdown(grace);
+            }
         }
         let now = self.cx.now;
         let fired = &mut self.fired;
