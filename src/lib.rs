@@ -4,6 +4,9 @@
 //! `destroy`, `destroy_soon`, `reset_and_destroy`, `allow_half_open`, backpressure with
 //! `Drain` — and fixes the places where Node loses data or leaks half-open sockets.
 //!
+//! **Linux only**: finwait calls `epoll_ctl` itself, binds with `IP_BIND_ADDRESS_NO_PORT` and
+//! relies on Linux's `SO_REUSEPORT` balancing, so other targets stop at a `compile_error!`.
+//!
 //! ## The model in five minutes
 //!
 //! A [`Reactor`] owns an epoll instance, listeners and sockets. You [`listen`] and/or
@@ -150,6 +153,12 @@
 //! [`connect`]: Context::connect
 //! [`run`]: Reactor::run
 #![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "finwait supports Linux only: it drives epoll directly (epoll_ctl), binds with \
+     IP_BIND_ADDRESS_NO_PORT and relies on Linux's SO_REUSEPORT load balancing"
+);
 
 mod context;
 mod driver;
