@@ -91,6 +91,16 @@ impl Context {
 
     /// Listens on `addr` (port 0 picks a free port; see [`listener_addr`](Self::listener_addr)).
     /// Accepted sockets arrive as [`Event::Accepted`](crate::Event::Accepted).
+    ///
+    /// ```no_run
+    /// use finwait::{ListenOptions, Reactor};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let options = ListenOptions::new().allow_half_open(true).max_connections(Some(10_000));
+    /// let id = reactor.listen("127.0.0.1:0".parse().unwrap(), options)?;
+    /// println!("listening on {}", reactor.listener_addr(id)?);
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
     pub fn listen(&mut self, addr: SocketAddr, options: ListenOptions) -> Result<ListenerId> {
         if options.backlog == 0 {
             return Err(Error::InvalidOption("backlog must be at least 1"));
@@ -160,6 +170,12 @@ impl Context {
     /// # Errors
     ///
     /// [`Error::StaleId`] for an unknown id, [`Error::Destroyed`] if already closed.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, listener: finwait::ListenerId) -> finwait::Result<()> {
+    /// cx.close_listener(listener)?; // `ListenerEvent::Close` after its last socket's `Close`
+    /// # Ok(()) }
+    /// ```
     pub fn close_listener(&mut self, id: ListenerId) -> Result<()> {
         self.drive_listener(id, |l, out| l.close(out))
     }
@@ -179,6 +195,21 @@ impl Context {
     /// [`Event::Error`](crate::Event::Error) + [`Event::Close`](crate::Event::Close) (a refused connect included — like Node, connect
     /// failures are events, never this call's result). Writes and `end` made before the
     /// connect completes are queued and applied in order once it does.
+    ///
+    /// ```no_run
+    /// use finwait::{ConnectOptions, Context, Event, Reactor, SocketId};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let id = reactor.connect("127.0.0.1:7000".parse().unwrap(), ConnectOptions::new())?;
+    /// reactor.write(id, b"hello\n")?; // queued until the connect completes
+    /// reactor.end(id)?; // then FIN, after those bytes
+    /// reactor.run(&mut |_: &mut Context, _: SocketId, event: Event<'_>| match event {
+    ///     Event::Data(bytes) => print!("{}", String::from_utf8_lossy(bytes)),
+    ///     Event::Error(e) => eprintln!("{e}"), // refused, reset, ...
+    ///     _ => {}
+    /// })?;
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
     pub fn connect(&mut self, addr: SocketAddr, options: ConnectOptions) -> Result<SocketId> {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
@@ -204,6 +235,15 @@ impl Context {
     /// take is copied into the queue. After `end()` this returns [`Error::WriteAfterEnd`] and
     /// changes nothing: the connection goes on ending gracefully. If the kernel reports an
     /// error the socket is destroyed (events follow) and the bytes count as unsent.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId, chunk: &[u8]) -> finwait::Result<()> {
+    /// // Backpressure: above the high-water mark, stop reading until `Event::Drain`.
+    /// if !cx.write(id, chunk)? {
+    ///     cx.pause(id)?; // and `cx.resume(id)` on Drain
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<bool> {
         self.write_cow(id, Cow::Borrowed(data))
     }
@@ -224,12 +264,25 @@ impl Context {
 
     /// Ends the writing side: every queued byte goes out, then the FIN ([`Event::Finish`](crate::Event::Finish)).
     /// Reading goes on until the peer's FIN. A second `end` is a no-op.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// cx.write(id, b"bye\n")?;
+    /// cx.end(id)?; // FIN after "bye\n"; `Finish` once it is handed to the kernel
+    /// # Ok(()) }
+    /// ```
     pub fn end(&mut self, id: SocketId) -> Result<()> {
         self.drive(id, |conn, out| conn.end(out))
     }
 
     /// Writes a last chunk, then ends (Node's `end(data)`). After `end()` this returns
     /// [`Error::WriteAfterEnd`] and changes nothing.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// cx.end_with(id, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+    /// # Ok(()) }
+    /// ```
     pub fn end_with(&mut self, id: SocketId, data: &[u8]) -> Result<()> {
         self.write(id, data)?;
         self.end(id)
@@ -242,6 +295,12 @@ impl Context {
     /// `End`, no `Finish`; `Close` with `had_error == false`.
     ///
     /// [`CloseInfo::unsent`]: crate::CloseInfo::unsent
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// cx.destroy(id)?; // `Close { reason: LocalDestroy, unsent, .. }` after this handler
+    /// # Ok(()) }
+    /// ```
     pub fn destroy(&mut self, id: SocketId) -> Result<()> {
         self.drive(id, |conn, out| conn.destroy(None, out))
     }
@@ -268,12 +327,26 @@ impl Context {
     /// Lingering close: flush, FIN, then read and discard input until the peer's FIN (or the
     /// linger deadline), then close. Never turns into an RST because of unread input. The
     /// program gets no more `Data` and no `End`.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// // A goodbye that arrives whole even if the peer sent data we never read.
+    /// cx.write(id, b"Goodbye\n")?;
+    /// cx.destroy_soon(id)?;
+    /// # Ok(()) }
+    /// ```
     pub fn destroy_soon(&mut self, id: SocketId) -> Result<()> {
         self.drive(id, |conn, out| conn.destroy_soon(out))
     }
 
     /// Sends RST (`SO_LINGER{on, 0}` + close) and destroys, in every state — after `end()`
     /// too. Queued bytes are dropped and counted as unsent.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context, id: finwait::SocketId) -> finwait::Result<()> {
+    /// cx.reset_and_destroy(id)?; // the peer's next read fails with ECONNRESET
+    /// # Ok(()) }
+    /// ```
     pub fn reset_and_destroy(&mut self, id: SocketId) -> Result<()> {
         self.drive(id, |conn, out| conn.reset(out))
     }
@@ -400,6 +473,20 @@ impl Context {
     ///
     /// Re-arming on activity is free: a read or write only stamps the socket; the timer is
     /// checked lazily when it comes due.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use finwait::{Context, Event, SocketId};
+    ///
+    /// fn on_event(cx: &mut Context, id: SocketId, event: Event<'_>) -> finwait::Result<()> {
+    ///     match event {
+    ///         Event::Accepted(_) => cx.set_timeout(id, Some(Duration::from_secs(30)))?,
+    ///         Event::Timeout => cx.end(id)?, // 30 s without traffic: end gracefully
+    ///         _ => {}
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn set_timeout(&mut self, id: SocketId, timeout: Option<Duration>) -> Result<()> {
         let slot = self.sockets.get_mut(id).ok_or(Error::StaleId)?;
         if slot.conn.is_destroyed() {
@@ -429,6 +516,12 @@ impl Context {
     /// has closed, [`Handler::on_shutdown_complete`](crate::Handler::on_shutdown_complete)
     /// runs and [`Reactor::run`](crate::Reactor::run) returns. A second call while one is
     /// running does nothing.
+    ///
+    /// ```no_run
+    /// # fn f(cx: &mut finwait::Context) {
+    /// cx.shutdown(std::time::Duration::from_secs(5));
+    /// # }
+    /// ```
     pub fn shutdown(&mut self, grace: Duration) {
         if self.shutdown != ShutdownPhase::Running {
             return;
