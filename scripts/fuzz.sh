@@ -3,11 +3,11 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Each target starts from a temporary copy of its seed corpus (fuzz/corpus/TARGET), so new
+# Each target starts from a temporary copy of its seed corpus (tests/fuzz_corpus/TARGET), so new
 # inputs found during the run do not flood the repository; crashes land in
 # fuzz/artifacts/TARGET/ (git-ignored). Prints exec/s and coverage per target and exits
 # non-zero if any target crashed or failed to run. Replay a crash on stable with
-#   cp fuzz/artifacts/TARGET/crash-* fuzz/corpus/TARGET/ && cargo test --test fuzz_replays
+#   cp fuzz/artifacts/TARGET/crash-* tests/fuzz_corpus/TARGET/ && cargo test --test fuzz_replays
 # (or `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...` from fuzz/).
 set -euo pipefail
 
@@ -45,7 +45,7 @@ summary=()
 for target in "${targets[@]}"; do
     corpus="$work/corpus-$target"
     mkdir -p "$corpus" "$fuzz_dir/artifacts/$target"
-    cp "$fuzz_dir/corpus/$target/"* "$corpus/" 2>/dev/null || true
+    cp "$root/tests/fuzz_corpus/$target/"* "$corpus/" 2>/dev/null || true
     # The HTTP parser's size rules start at 8 KiB: allow inputs past it.
     extra=()
     if [ "$target" = http_request ]; then

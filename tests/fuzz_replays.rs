@@ -1,27 +1,27 @@
-//! The fuzz targets' replay code (`fuzz/replay/*.rs`), run on stable Rust as ordinary tests:
-//! every seed in `fuzz/corpus/<target>/` is decoded exactly as libfuzzer-sys decodes it and
+//! The fuzz targets' replay code (`tests/fuzz_replay/*.rs`, shared with the cargo-fuzz crate
+//! in `fuzz/`), run on stable Rust as ordinary tests: every seed in
+//! `tests/fuzz_corpus/<target>/` is decoded exactly as libfuzzer-sys decodes it and
 //! replayed, then a fixed set of pseudo-random inputs. A crash file from `cargo fuzz` can be
 //! dropped into the corpus directory to become a regression test.
 //!
 //! `FINWAIT_WRITE_SEEDS=1 cargo test --test fuzz_replays write_seed_corpus -- --ignored`
 //! regenerates the seed corpus.
 //!
-//! The published package holds no `fuzz/` (cargo never packages a sub-package's files):
-//! build.rs sets `finwait_fuzz_replays` only where `fuzz/replay` exists, so there this file
-//! builds to no tests at all.
-#![cfg(finwait_fuzz_replays)]
+//! The replay code and the corpus live under `tests/` rather than in the fuzz crate's own
+//! directory so that the published package (which never holds a sub-package's files) still
+//! carries them and this test runs there too.
 
-#[path = "../fuzz/replay/http_request.rs"]
+#[path = "fuzz_replay/http_request.rs"]
 mod http_request;
-#[path = "../fuzz/replay/ids.rs"]
+#[path = "fuzz_replay/ids.rs"]
 mod ids;
-#[path = "../fuzz/replay/reactor.rs"]
+#[path = "fuzz_replay/reactor.rs"]
 mod reactor;
-#[path = "../fuzz/replay/state_machine.rs"]
+#[path = "fuzz_replay/state_machine.rs"]
 mod state_machine;
-#[path = "../fuzz/replay/timers.rs"]
+#[path = "fuzz_replay/timers.rs"]
 mod timers;
-#[path = "../fuzz/replay/write_queue.rs"]
+#[path = "fuzz_replay/write_queue.rs"]
 mod write_queue;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("tests/fuzz_corpus")
         .join(target)
 }
 
@@ -687,7 +687,7 @@ fn http_request_seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-/// Regenerates `fuzz/corpus/*/seed-*` (run with `FINWAIT_WRITE_SEEDS=1` and `--ignored`).
+/// Regenerates `tests/fuzz_corpus/*/seed-*` (run with `FINWAIT_WRITE_SEEDS=1` and `--ignored`).
 /// Without the variable it only checks that every seed still decodes as intended.
 #[test]
 #[ignore = "writes the seed corpus; run on purpose"]

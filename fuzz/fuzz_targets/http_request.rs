@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/http_request.rs"]
+#[path = "../../tests/fuzz_replay/http_request.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/ids.rs"]
+#[path = "../../tests/fuzz_replay/ids.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;

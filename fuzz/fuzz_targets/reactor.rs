@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/reactor.rs"]
+#[path = "../../tests/fuzz_replay/reactor.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/state_machine.rs"]
+#[path = "../../tests/fuzz_replay/state_machine.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/timers.rs"]
+#[path = "../../tests/fuzz_replay/timers.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 #![no_main]
 
-#[path = "../replay/write_queue.rs"]
+#[path = "../../tests/fuzz_replay/write_queue.rs"]
 mod replay;
 
 use libfuzzer_sys::fuzz_target;
