@@ -5,6 +5,8 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -57,12 +59,12 @@ fn read_exact_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-/// Waits (bounded) until the server's fd count drops to `target` or below.
+/// Waits (bounded by [`LIMIT`]) until the server's fd count drops to `target` or below.
 fn wait_fds(server: &Server, target: usize) {
     let start = Instant::now();
     while server.fd_count() > target {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < LIMIT,
             "fds stay at {} (expected {target})",
             server.fd_count()
         );
@@ -294,6 +296,9 @@ fn proxy_plain_close_of_one_side_does_not_reset_the_other() {
     assert_eq!(ending, Ending::Fin);
 }
 
+/// The refused connect itself closes the client: the proxy has no timer that could (no
+/// connect timeout, no idle timeout), and the client does nothing after its request, so a
+/// close within the bounded wait can only be the proxy reacting to the refusal.
 #[test]
 fn proxy_unreachable_upstream_closes_client_promptly() {
     // A port nobody listens on: bind, note, close.
@@ -303,20 +308,12 @@ fn proxy_unreachable_upstream_closes_client_promptly() {
     };
     let server = start_proxy(dead);
     let baseline = server.fd_count();
-    let start = Instant::now();
     let mut client = peer(server.addr);
     let _ = client.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = [0; 64];
-    // The proxy resets the client (see proxy.rs); a FIN would also count as "closed".
-    match client.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        other => panic!("client not closed promptly: {other:?}"),
-    }
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // The proxy resets the client (see proxy.rs); a FIN would also count as "closed". Not a
+    // byte comes first.
+    let (got, _ending) = read_to_end(&mut client);
+    assert_eq!(got, b"", "bytes from a proxy without upstream");
     wait_fds(&server, baseline);
 }
 
@@ -451,51 +448,61 @@ fn http_oversized_header_gets_431_then_fin_never_rst() {
     assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
 }
 
+/// A keep-alive connection serves request after request, and once it falls silent the server
+/// closes it by itself: FIN, no response. The client sends no FIN and no `Connection: close`:
+/// only the idle timer can end it. (The timeout is long next to a loopback round trip, so
+/// the requests never leave the connection idle that long.)
 #[test]
 fn http_idle_timeout_closes_an_idle_keep_alive_connection() {
-    let server = Server::start("http", &["--idle-timeout-ms", "200"]);
+    let server = Server::start("http", &["--idle-timeout-ms", "1000"]);
     let mut s = peer(server.addr);
     let mut pending = Vec::new();
-    s.write_all(&get("/")).unwrap();
-    assert_hello(&read_response(&mut s, &mut pending, false));
-    let start = Instant::now();
+    for path in ["/", "/again"] {
+        s.write_all(&get(path)).unwrap();
+        let r = read_response(&mut s, &mut pending, false);
+        assert_hello(&r);
+        assert_eq!(r.header("connection"), None, "a keep-alive answer");
+    }
     let (rest, ending) = read_to_end(&mut s);
-    let waited = start.elapsed();
     assert_eq!(ending, Ending::Fin);
     assert!(rest.is_empty(), "no response on idle close");
-    assert!(
-        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
-        "closed after {waited:?}"
-    );
 }
 
+/// A head that stops half-way gets exactly one answer, `408` with `Connection: close`, then
+/// FIN. The idle timeout is off: only the header deadline can end the connection.
 #[test]
 fn http_header_timeout_gives_408_for_a_stalled_head() {
-    let server = Server::start("http", &["--header-timeout-ms", "200"]);
+    let server = Server::start(
+        "http",
+        &["--header-timeout-ms", "200", "--idle-timeout-ms", "0"],
+    );
     let mut s = peer(server.addr);
-    let start = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
     let (bytes, ending) = read_to_end(&mut s);
-    let waited = start.elapsed();
     assert_eq!(ending, Ending::Fin);
-    let text = String::from_utf8_lossy(&bytes);
-    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
-    assert!(
-        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
-        "408 after {waited:?}"
-    );
+    let mut pending = bytes;
+    let r = read_response(&mut s, &mut pending, false);
+    assert_eq!(r.status(), "408", "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(pending.is_empty(), "nothing after the 408");
 }
 
+/// A client that trickles header bytes without end (traffic that would keep an idle timer
+/// alive) still gets its `408` and FIN: the answer comes while it is still trickling, which
+/// it goes on doing for longer than the bounded read waits for the answer.
 #[test]
 fn http_header_timeout_is_not_extended_by_trickling_bytes() {
     let server = Server::start("http", &["--header-timeout-ms", "300"]);
     let mut s = peer(server.addr);
-    let start = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     let mut w = s.try_clone().unwrap();
-    // One header byte every 20 ms for up to 2 s: traffic that would keep an idle timer alive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    // One header byte every 20 ms until told to stop or the write fails (twice LIMIT at the
+    // most, so a test that failed leaves no thread behind for long).
     let trickler = thread::spawn(move || {
-        for _ in 0..100 {
+        let start = Instant::now();
+        while !stopped.load(Ordering::SeqCst) && start.elapsed() < 2 * LIMIT {
             if w.write_all(b"x").is_err() {
                 return;
             }
@@ -503,27 +510,27 @@ fn http_header_timeout_is_not_extended_by_trickling_bytes() {
         }
     });
     let (bytes, ending) = read_to_end(&mut s);
-    let waited = start.elapsed();
+    assert!(
+        !trickler.is_finished(),
+        "the trickling stopped before the answer"
+    );
     assert_eq!(ending, Ending::Fin);
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
-    assert!(
-        waited < Duration::from_millis(1500),
-        "408 only after {waited:?}"
-    );
-    // Our FIN: the trickler's next write fails and it stops.
+    // Our FIN: the server, reading until it, lets go; the trickler stops.
+    stop.store(true, Ordering::SeqCst);
     s.shutdown(Shutdown::Write).unwrap();
     trickler.join().unwrap();
 }
 
 #[test]
 fn http_sigterm_exits_0_and_refuses_new_connects() {
-    let mut server = Server::start("http", &["--shutdown-timeout-ms", "10000"]);
+    // A grace far beyond the bounded wait for the exit: the exit must follow the last close.
+    let mut server = Server::start("http", &["--shutdown-timeout-ms", "300000"]);
     let mut s = peer(server.addr);
     let mut pending = Vec::new();
     s.write_all(&get("/")).unwrap();
     assert_hello(&read_response(&mut s, &mut pending, false));
-    let start = Instant::now();
     server.signal(SIGTERM);
     // The open keep-alive connection is ended gracefully...
     let (rest, ending) = read_to_end(&mut s);
@@ -532,13 +539,13 @@ fn http_sigterm_exits_0_and_refuses_new_connects() {
     // ...and the listener is already gone: connects are refused, not queued.
     let err = TcpStream::connect(server.addr).expect_err("connect after SIGTERM");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-    // Once our FIN closes the last connection, the server exits at once.
+    // Once our FIN closes the last connection, the server exits at once (not after its
+    // shutdown timeout, far beyond this wait).
     drop(s);
     let status = server
-        .wait_timeout(Duration::from_secs(5))
-        .expect("server did not exit");
+        .wait_timeout(LIMIT)
+        .expect("server did not exit after its last connection closed");
     assert!(status.success(), "{status:?}");
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
