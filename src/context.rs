@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -59,6 +59,29 @@ pub struct Context {
     pub(crate) stats: Stats,
 }
 
+/// Resolves what a program wrote (`"127.0.0.1:7000"`, `"localhost:7000"`, a `SocketAddr`,
+/// `(IpAddr, u16)`) with the system resolver. An address literal never blocks; a host name
+/// may (getaddrinfo): see [`Context::connect`].
+fn resolve(addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(no_address());
+    }
+    Ok(addrs)
+}
+
+fn no_address() -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "the address resolved to no socket address",
+    ))
+}
+
+/// An error that names the address it is about (`127.0.0.1:80: Address already in use`).
+fn address_error(addr: SocketAddr, e: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}")))
+}
+
 impl Context {
     pub(crate) fn new(
         registry: Registry,
@@ -89,7 +112,10 @@ impl Context {
 
     // ---- listeners -----------------------------------------------------------------------
 
-    /// Listens on `addr` (port 0 picks a free port; see [`listener_addr`](Self::listener_addr)).
+    /// Listens on `addr` — anything [`ToSocketAddrs`] takes: `"127.0.0.1:7000"`,
+    /// `"localhost:7000"`, a `SocketAddr`, `(IpAddr, u16)`; the first resolved address that
+    /// binds wins, as with `std::net::TcpListener::bind` (port 0 picks a free port; see
+    /// [`listener_addr`](Self::listener_addr)).
     /// Accepted sockets arrive as [`Event::Accepted`](crate::Event::Accepted).
     ///
     /// ```no_run
@@ -97,19 +123,30 @@ impl Context {
     ///
     /// let mut reactor = Reactor::new()?;
     /// let options = ListenOptions::new().allow_half_open(true).max_connections(Some(10_000));
-    /// let id = reactor.listen("127.0.0.1:0".parse().unwrap(), options)?;
+    /// let id = reactor.listen("127.0.0.1:0", options)?;
     /// println!("listening on {}", reactor.listener_addr(id)?);
     /// # Ok::<(), finwait::Error>(())
     /// ```
-    pub fn listen(&mut self, addr: SocketAddr, options: ListenOptions) -> Result<ListenerId> {
+    pub fn listen(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        options: ListenOptions,
+    ) -> Result<ListenerId> {
         if options.backlog == 0 {
             return Err(Error::InvalidOption("backlog must be at least 1"));
         }
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
-        let listener = sys::listen(addr, options.backlog, options.no_delay, options.reuse_port)?;
-        self.adopt_listener(listener, options)
+        // Like std's `TcpListener::bind`: the first address that binds wins.
+        let mut last = None;
+        for addr in resolve(addr)? {
+            match sys::listen(addr, options.backlog, options.no_delay, options.reuse_port) {
+                Ok(listener) => return self.adopt_listener(listener, options),
+                Err(e) => last = Some(address_error(addr, e)),
+            }
+        }
+        Err(last.unwrap_or_else(no_address))
     }
 
     /// Serves a listening socket made elsewhere: a `std::net::TcpListener`, or an fd passed by
@@ -191,16 +228,27 @@ impl Context {
 
     // ---- sockets: creation ---------------------------------------------------------------
 
-    /// Connects to `addr`. Returns at once; the outcome arrives as [`Event::Connect`](crate::Event::Connect), or as
+    /// Connects to `addr` (`"127.0.0.1:7000"`, `"example.com:80"`, a `SocketAddr`, …; with
+    /// several addresses, the first — of the local address's family when one is set). Returns at once; the outcome arrives as [`Event::Connect`](crate::Event::Connect), or as
     /// [`Event::Error`](crate::Event::Error) + [`Event::Close`](crate::Event::Close) (a refused connect included — like Node, connect
     /// failures are events, never this call's result). Writes and `end` made before the
     /// connect completes are queued and applied in order once it does.
+    ///
+    /// A host name is resolved here, with the system resolver, which blocks the loop while
+    /// it waits: resolve names that may be slow before the loop starts, or off the loop, and
+    /// pass the address. Address literals never block.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a zero high-water mark or a local address of the other
+    /// family; [`Error::Io`] when the name does not resolve. A refused or failed connect is
+    /// not an error of this call: it arrives as `Error` + `Close` events.
     ///
     /// ```no_run
     /// use finwait::{ConnectOptions, Context, Event, Reactor, SocketId};
     ///
     /// let mut reactor = Reactor::new()?;
-    /// let id = reactor.connect("127.0.0.1:7000".parse().unwrap(), ConnectOptions::new())?;
+    /// let id = reactor.connect("127.0.0.1:7000", ConnectOptions::new())?;
     /// reactor.write(id, b"hello\n")?; // queued until the connect completes
     /// reactor.end(id)?; // then FIN, after those bytes
     /// reactor.run(&mut |_: &mut Context, _: SocketId, event: Event<'_>| match event {
@@ -210,18 +258,26 @@ impl Context {
     /// })?;
     /// # Ok::<(), finwait::Error>(())
     /// ```
-    pub fn connect(&mut self, addr: SocketAddr, options: ConnectOptions) -> Result<SocketId> {
+    pub fn connect(
+        &mut self,
+        addr: impl ToSocketAddrs,
+        options: ConnectOptions,
+    ) -> Result<SocketId> {
         if options.high_water_mark == 0 {
             return Err(Error::InvalidOption("high_water_mark must be at least 1"));
         }
-        if options
-            .local_addr
-            .is_some_and(|local| local.is_ipv4() != addr.is_ipv4())
-        {
-            return Err(Error::InvalidOption(
-                "local_addr must be of the same address family as the remote address",
-            ));
-        }
+        let addrs = resolve(addr)?;
+        // With a local address, the first remote address of its family; else the first.
+        let addr = match options.local_addr {
+            Some(local) => addrs
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == local.is_ipv4())
+                .ok_or(Error::InvalidOption(
+                    "local_addr must be of the same address family as the remote address",
+                ))?,
+            None => *addrs.first().ok_or_else(no_address)?,
+        };
         Ok(self.open_connection(addr, options))
     }
 

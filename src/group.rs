@@ -14,7 +14,7 @@
 //! last window (a handshake completing between the sweep and the close) for a reactor that
 //! leaves while its siblings serve on.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -102,7 +102,7 @@ pub struct Member {
 ///
 /// // An echo server on 4 cores.
 /// let group = Group::listen(
-///     "127.0.0.1:7000".parse().unwrap(),
+///     "127.0.0.1:7000",
 ///     GroupOptions::new(4).shutdown_on_signals(Some(Duration::from_secs(5))),
 ///     |_member| {
 ///         |cx: &mut Context, id: SocketId, event: Event<'_>| {
@@ -123,15 +123,15 @@ pub struct Group {
 }
 
 impl Group {
-    /// Binds `addr` once per reactor (port 0: the first listener picks a free port, the
-    /// others join it) and starts the reactors, each on its own thread, each running the
+    /// Binds `addr` (an address or `"host:port"`, resolved once, first address) once per
+    /// reactor (port 0: the first listener picks a free port, the others join it) and starts the reactors, each on its own thread, each running the
     /// handler `make` builds for it there.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidOption`] for zero reactors; the first bind, thread or reactor error
     /// (nothing is left running then).
-    pub fn listen<F, H>(addr: SocketAddr, options: GroupOptions, make: F) -> Result<Group>
+    pub fn listen<F, H>(addr: impl ToSocketAddrs, options: GroupOptions, make: F) -> Result<Group>
     where
         F: Fn(Member) -> H + Send + Sync + 'static,
         H: Handler + 'static,
@@ -139,6 +139,10 @@ impl Group {
         if options.reactors == 0 {
             return Err(Error::InvalidOption("a group needs at least one reactor"));
         }
+        // The first resolved address (a group serves one address).
+        let addr = addr.to_socket_addrs()?.next().ok_or(Error::InvalidOption(
+            "the group's address resolved to no socket address",
+        ))?;
         let listen = options.listen.clone().reuse_port(true);
         // Bound here, on the caller's thread, so that a port 0 resolves once and a bind error
         // is this call's result.

@@ -13,7 +13,7 @@ use crate::id::{ListenerId, SocketId};
 /// use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
 ///
 /// let mut reactor = Reactor::new()?;
-/// reactor.listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())?;
+/// reactor.listen("127.0.0.1:0", ListenOptions::new())?;
 /// // An echo server.
 /// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
 ///     if let Event::Data(bytes) = event {

@@ -41,7 +41,7 @@ const EVENT_CAPACITY: usize = 1024;
 ///
 /// // A server that writes a message and ends every connection.
 /// let mut reactor = Reactor::new()?;
-/// let listener = reactor.listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())?;
+/// let listener = reactor.listen("127.0.0.1:0", ListenOptions::new())?;
 /// println!("listening on {}", reactor.listener_addr(listener)?);
 /// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
 ///     if let Event::Accepted(_) = event {

@@ -98,7 +98,7 @@ fn watchdog() {
 fn echo_reactor() -> Reactor {
     let mut reactor = Reactor::new().expect("reactor");
     let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .listen("127.0.0.1:0", ListenOptions::new())
         .expect("listen");
     let addr = reactor.listener_addr(l).expect("listener_addr");
     println!("listening on {addr}");
@@ -382,7 +382,7 @@ fn sigterm_child_server() {
         .shutdown_on_signals(GRACE)
         .expect("shutdown_on_signals");
     let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .listen("127.0.0.1:0", ListenOptions::new())
         .expect("listen");
     println!("listening on {}", reactor.listener_addr(l).unwrap());
     io::stdout().flush().unwrap();

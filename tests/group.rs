@@ -35,7 +35,7 @@ fn start(reactors: usize) -> (Group, Vec<Arc<AtomicUsize>>, Arc<AtomicUsize>) {
     let completions = Arc::new(AtomicUsize::new(0));
     let (c, done) = (counters.clone(), completions.clone());
     let group = Group::listen(
-        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0",
         GroupOptions::new(reactors),
         move |m: Member| Counting {
             accepted: c[m.index].clone(),
@@ -116,7 +116,7 @@ fn group_shutdown_finishes_every_connection_and_completes_once() {
     let completions = Arc::new(AtomicUsize::new(0));
     let done = completions.clone();
     let group = Group::listen(
-        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0",
         GroupOptions::new(3),
         move |_| Echo {
             completions: done.clone(),
@@ -158,7 +158,7 @@ fn group_shutdown_finishes_every_connection_and_completes_once() {
 
 #[test]
 fn a_call_sent_through_a_waker_runs_on_the_reactor_thread() {
-    let group = Group::listen("127.0.0.1:0".parse().unwrap(), GroupOptions::new(2), |_| {
+    let group = Group::listen("127.0.0.1:0", GroupOptions::new(2), |_| {
         |_: &mut Context, _: SocketId, _: Event<'_>| {}
     })
     .unwrap();
@@ -243,9 +243,7 @@ fn listen_std_serves_a_listener_made_elsewhere_and_refuses_one_that_does_not_lis
 fn reuse_port_lets_two_reactors_listen_on_one_address() {
     let options = finwait::ListenOptions::new().reuse_port(true);
     let mut a = finwait::Reactor::new().unwrap();
-    let la = a
-        .listen("127.0.0.1:0".parse().unwrap(), options.clone())
-        .unwrap();
+    let la = a.listen("127.0.0.1:0", options.clone()).unwrap();
     let addr = a.listener_addr(la).unwrap();
     let mut b = finwait::Reactor::new().unwrap();
     let lb = b.listen(addr, options).unwrap();
@@ -253,4 +251,34 @@ fn reuse_port_lets_two_reactors_listen_on_one_address() {
     // Without it, the second bind fails.
     let mut c = finwait::Reactor::new().unwrap();
     assert!(c.listen(addr, finwait::ListenOptions::new()).is_err());
+}
+
+#[test]
+fn listen_and_connect_take_host_names() {
+    let mut reactor = finwait::Reactor::new().unwrap();
+    let l = reactor
+        .listen("localhost:0", finwait::ListenOptions::new())
+        .unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let target = format!("localhost:{}", addr.port());
+    let c = reactor
+        .connect(target.as_str(), finwait::ConnectOptions::new())
+        .unwrap();
+    reactor.end_with(c, b"by name").unwrap();
+    let mut got = Vec::new();
+    let mut h = |cx: &mut Context, id: SocketId, e: Event<'_>| match e {
+        Event::Data(bytes) => got.extend_from_slice(bytes),
+        Event::Close(_) if id != c => {
+            let _ = cx.close_listener(l);
+        }
+        _ => {}
+    };
+    reactor.run(&mut h).unwrap();
+    assert_eq!(got, b"by name");
+    // A name that does not resolve is this call's error, naming nothing was bound.
+    let err = reactor
+        .listen("no-such-host.invalid:0", finwait::ListenOptions::new())
+        .unwrap_err();
+    assert!(err.io_kind().is_some(), "{err}");
 }

@@ -480,7 +480,7 @@ fn one_round() -> Counts {
     let left = Arc::new(AtomicBool::new(false));
     let (a, s, l) = (accepted.clone(), swept.clone(), left.clone());
     let group = Group::listen(
-        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0",
         GroupOptions::new(2),
         move |m: Member| LineEcho {
             index: m.index,

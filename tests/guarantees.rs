@@ -502,9 +502,7 @@ fn busy_peer_does_not_starve_others_beyond_the_read_budget() {
     const BUDGET: usize = 1 << 20;
     let mut reactor =
         finwait::Reactor::with_options(finwait::ReactorOptions::new().read_budget(BUDGET)).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let blaster = thread::spawn(move || {
         let mut s = peer(addr);

@@ -21,9 +21,7 @@ use finwait::{
 fn manual_server(options: ListenOptions) -> (Reactor, ManualClock, std::net::SocketAddr) {
     let clock = ManualClock::new();
     let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), options)
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", options).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     (reactor, clock, addr)
 }
@@ -220,9 +218,7 @@ fn silent_peer_cannot_hold_sockets_past_deadlines() {
         .fin_wait(Some(Duration::from_millis(300)))
         .linger(Duration::from_millis(300));
     let mut reactor = Reactor::with_options(options).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let mut silent: Vec<_> = (0..4).map(|_| peer(addr)).collect();
     let payload = pattern(16 << 20);
@@ -595,12 +591,8 @@ fn listener_close_follows_its_last_socket_close() {
 fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
     let clock = ManualClock::new();
     let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
-    let other = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let other = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let other_addr = reactor.listener_addr(other).unwrap();
     let mut polite = peer(addr);

@@ -266,10 +266,7 @@ fn peer_reset_is_reported_once_in_every_state_paused_or_not_queue_empty_or_not()
         .linger(Duration::from_secs(3600));
     let mut reactor = Reactor::with_options(options).unwrap();
     let listener = reactor
-        .listen(
-            "127.0.0.1:0".parse().unwrap(),
-            ListenOptions::new().allow_half_open(true),
-        )
+        .listen("127.0.0.1:0", ListenOptions::new().allow_half_open(true))
         .unwrap();
     let addr = reactor.listener_addr(listener).unwrap();
     let mut h: Rec = recorder(ignore as fn(&mut Context, SocketId, &Event<'_>));

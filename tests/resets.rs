@@ -29,9 +29,7 @@ use finwait::{
 fn manual_server(options: ListenOptions) -> (Reactor, ManualClock, ListenerId, SocketAddr) {
     let clock = ManualClock::new();
     let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), options)
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", options).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     (reactor, clock, l, addr)
 }

@@ -170,9 +170,7 @@ impl Handler for Deferring {
 fn on_shutdown_request_lets_the_work_in_progress_finish_within_the_grace() {
     let clock = ManualClock::new();
     let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let mut client = peer(addr);
     let mut h = Deferring {
@@ -214,9 +212,7 @@ fn on_shutdown_request_lets_the_work_in_progress_finish_within_the_grace() {
 fn a_connection_that_never_finishes_is_destroyed_when_the_grace_runs_out() {
     let clock = ManualClock::new();
     let mut reactor = Reactor::with_clock(ReactorOptions::new(), clock.clone()).unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let mut client = peer(addr);
     let mut h = Deferring {

@@ -23,9 +23,7 @@ fn counters_read_back_the_closes_a_test_caused() {
         clock.clone(),
     )
     .unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     // Every connection gets "hi" and then: group 0 waits (its peers reset), group 1 is ended
     // by us and its peers never send their FIN (FIN-wait deadline), group 2 ends gracefully

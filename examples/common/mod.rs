@@ -11,8 +11,8 @@ use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor};
 
 /// The options every example server takes (CONTRACT.md).
 pub struct Server {
-    /// `--listen HOST:PORT` (default loopback, a free port).
-    pub listen: SocketAddr,
+    /// `--listen HOST:PORT` (default loopback, a free port); a host name is resolved.
+    pub listen: String,
     /// `--shutdown-timeout-ms N` (default 5000).
     pub shutdown_ms: u64,
     /// `--reactors N` (default 1): reactors, one thread each, on the same address.
@@ -28,14 +28,14 @@ pub fn parse_args<O>(
 ) -> Result<Option<(Server, O)>, lexopt::Error> {
     use lexopt::prelude::*;
     let mut server = Server {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".to_string(),
         shutdown_ms: 5000,
         reactors: 1,
     };
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
-            Long("listen") => server.listen = args.value()?.parse()?,
+            Long("listen") => server.listen = args.value()?.string()?,
             Long("shutdown-timeout-ms") => server.shutdown_ms = args.value()?.parse()?,
             Long("reactors") => {
                 server.reactors = args.value()?.parse()?;
@@ -77,7 +77,7 @@ pub fn serve<H: Handler + 'static>(
         return Ok(());
     }
     let group = Group::listen(
-        server.listen,
+        server.listen.as_str(),
         GroupOptions::new(server.reactors)
             .listen(options)
             .shutdown_on_signals(Some(grace)),
@@ -98,7 +98,7 @@ pub fn listen(
     options: ListenOptions,
 ) -> finwait::Result<ListenerId> {
     reactor.shutdown_on_signals(Duration::from_millis(server.shutdown_ms))?;
-    let listener = reactor.listen(server.listen, options)?;
+    let listener = reactor.listen(server.listen.as_str(), options)?;
     print_listening(reactor.listener_addr(listener)?)?;
     Ok(listener)
 }

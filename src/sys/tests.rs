@@ -141,7 +141,7 @@ fn server() -> (Reactor, SocketAddr) {
     let mut reactor = Reactor::with_clock(ReactorOptions::default(), ManualClock::new())
         .expect("reactor with a manual clock");
     let listener = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .listen("127.0.0.1:0", ListenOptions::new())
         .expect("listen");
     let addr = reactor.listener_addr(listener).expect("listener address");
     (reactor, addr)

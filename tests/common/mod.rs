@@ -188,9 +188,7 @@ pub fn pattern(len: usize) -> Vec<u8> {
 /// A listening reactor on 127.0.0.1:0.
 pub fn server(options: finwait::ListenOptions) -> (Reactor, ListenerId, SocketAddr) {
     let mut reactor = Reactor::new().unwrap();
-    let l = reactor
-        .listen("127.0.0.1:0".parse().unwrap(), options)
-        .unwrap();
+    let l = reactor.listen("127.0.0.1:0", options).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     (reactor, l, addr)
 }

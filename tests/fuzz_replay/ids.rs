@@ -200,7 +200,7 @@ pub fn replay(ops: &[Operation]) {
         .linger(Duration::from_millis(50));
     let mut r = Reactor::with_options(options).expect("reactor");
     let listener = r
-        .listen("127.0.0.1:0".parse().unwrap(), ListenOptions::new())
+        .listen("127.0.0.1:0", ListenOptions::new())
         .expect("listen");
     let addr: SocketAddr = r.listener_addr(listener).expect("listener address");
     let mut h = Recorder::default();

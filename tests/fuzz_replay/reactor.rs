@@ -624,9 +624,7 @@ fn run(ops: &[Operation]) {
         })
         .idle_timeout((limits & 4 != 0).then(|| Duration::from_millis(2)))
         .reuse_port(limits & 16 != 0);
-    let listener = r
-        .listen("127.0.0.1:0".parse().unwrap(), listen.clone())
-        .expect("listen");
+    let listener = r.listen("127.0.0.1:0", listen.clone()).expect("listen");
     let addr = r.listener_addr(listener).expect("listener address");
     let sibling = (limits & 16 != 0).then(|| r.listen(addr, listen).expect("sibling listen"));
     let small_buffers = limits & 8 != 0;
