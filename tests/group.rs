@@ -115,13 +115,9 @@ impl Handler for Echo {
 fn group_shutdown_finishes_every_connection_and_completes_once() {
     let completions = Arc::new(AtomicUsize::new(0));
     let done = completions.clone();
-    let group = Group::listen(
-        "127.0.0.1:0",
-        GroupOptions::new(3),
-        move |_| Echo {
-            completions: done.clone(),
-        },
-    )
+    let group = Group::listen("127.0.0.1:0", GroupOptions::new(3), move |_| Echo {
+        completions: done.clone(),
+    })
     .unwrap();
     let addr = group.local_addr();
     // Open connections on (very likely) every reactor, each with an answered line.

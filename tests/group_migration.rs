@@ -479,16 +479,14 @@ fn one_round() -> Counts {
     let swept = Arc::new(AtomicUsize::new(0));
     let left = Arc::new(AtomicBool::new(false));
     let (a, s, l) = (accepted.clone(), swept.clone(), left.clone());
-    let group = Group::listen(
-        "127.0.0.1:0",
-        GroupOptions::new(2),
-        move |m: Member| LineEcho {
+    let group = Group::listen("127.0.0.1:0", GroupOptions::new(2), move |m: Member| {
+        LineEcho {
             index: m.index,
             accepted: a.clone(),
             swept: s.clone(),
             left: l.clone(),
-        },
-    )
+        }
+    })
     .expect("group");
     let addr = group.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
