@@ -47,7 +47,8 @@ OPTIONS:
                           ephemeral ports; with one, loadgen's TIME_WAIT sockets (its side
                           closes first) can exhaust them and cap conn/s
                           (needs an IPv4 loopback --connect)
-  --server-pid PID        read the server's CPU time (and, for idle, its memory and fds)
+  --server-pid PID        read the server's CPU time (every thread: how it spread over
+                          them, context switches) and, for idle, its memory and fds,
                           from /proc/PID
   --timeout-s T           give up (counted as an error) after T seconds (default 120)
   -h, --help              print this help
@@ -244,7 +245,7 @@ impl Report {
 struct CpuMeter {
     pid: Option<u32>,
     server0: Option<u64>,
-    sched0: Option<u64>,
+    threads0: Option<Vec<ThreadSample>>,
     client0: f64,
     start: Instant,
 }
@@ -253,6 +254,9 @@ struct CpuUsed {
     seconds: f64,
     server_cpu_s: Option<f64>,
     server_sched_s: Option<f64>,
+    /// Per server thread over the interval: (on-CPU ns, voluntary context switches,
+    /// involuntary ones).
+    server_threads: Vec<(u64, u64, u64)>,
     client_cpu_s: f64,
 }
 
@@ -261,7 +265,7 @@ impl CpuMeter {
         CpuMeter {
             pid,
             server0: pid.and_then(cpu_ticks),
-            sched0: pid.and_then(sched_ns),
+            threads0: pid.and_then(thread_samples),
             client0: self_cpu_s(),
             start: Instant::now(),
         }
@@ -272,14 +276,31 @@ impl CpuMeter {
             (Some(b), Some(a)) => Some(b.saturating_sub(a) as f64 / clk_tck()),
             _ => None,
         };
-        let server_sched_s = match (self.pid.and_then(sched_ns), self.sched0) {
-            (Some(b), Some(a)) => Some(b.saturating_sub(a) as f64 / 1e9),
-            _ => None,
-        };
+        let (server_sched_s, server_threads) =
+            match (self.pid.and_then(thread_samples), &self.threads0) {
+                (Some(b), Some(a)) => {
+                    // A thread that started meanwhile counts from zero; one that ended is
+                    // missing from `b` (its time is lost; servers keep their threads).
+                    let threads: Vec<(u64, u64, u64)> = b
+                        .iter()
+                        .map(|t| {
+                            let before = a.iter().find(|s| s.tid == t.tid);
+                            let d = |f: fn(&ThreadSample) -> u64| {
+                                f(t) - before.map_or(0, |s| f(s).min(f(t)))
+                            };
+                            (d(|s| s.sched_ns), d(|s| s.voluntary), d(|s| s.involuntary))
+                        })
+                        .collect();
+                    let ns: u64 = threads.iter().map(|t| t.0).sum();
+                    (Some(ns as f64 / 1e9), threads)
+                }
+                _ => (None, Vec::new()),
+            };
         CpuUsed {
             seconds,
             server_cpu_s,
             server_sched_s,
+            server_threads,
             client_cpu_s: self_cpu_s() - self.client0,
         }
     }
@@ -291,6 +312,7 @@ impl CpuUsed {
     /// `client_cpu_s`.
     fn report(&self, r: &mut Report, ops: f64, unit: &str) {
         let per_op = |s: f64| if ops > 0.0 { s * 1e6 / ops } else { f64::NAN };
+        let per_count = |n: u64| if ops > 0.0 { n as f64 / ops } else { f64::NAN };
         r.num("seconds", self.seconds);
         if let Some(s) = self.server_cpu_s {
             r.num("server_cpu_s", s);
@@ -300,6 +322,34 @@ impl CpuUsed {
         if let Some(s) = self.server_sched_s {
             r.num("server_sched_cpu_s", s);
             r.num("server_sched_us_per_op", per_op(s));
+            // How the work spread over the server's threads (a group's reactors), and how
+            // often they were switched out: voluntarily (sleeping in epoll_wait) or not
+            // (preempted, e.g. by a sibling sharing the CPU).
+            let total: u64 = self.server_threads.iter().map(|t| t.0).sum();
+            let busiest = self.server_threads.iter().map(|t| t.0).max().unwrap_or(0);
+            let busy = self
+                .server_threads
+                .iter()
+                .filter(|t| total > 0 && t.0 * 20 >= total)
+                .count();
+            let switches: u64 = self.server_threads.iter().map(|t| t.1 + t.2).sum();
+            let involuntary: u64 = self.server_threads.iter().map(|t| t.2).sum();
+            r.int("server_threads_busy", busy as u64);
+            r.num(
+                "server_busiest_thread_share",
+                if total > 0 {
+                    busiest as f64 / total as f64
+                } else {
+                    f64::NAN
+                },
+            );
+            r.int("server_ctx_switches", switches);
+            r.num("server_ctx_switches_per_op", per_count(switches));
+            r.int("server_ctx_switches_involuntary", involuntary);
+            r.num(
+                "server_ctx_switches_involuntary_per_op",
+                per_count(involuntary),
+            );
         }
         r.num("client_cpu_s", self.client_cpu_s);
     }
@@ -322,17 +372,44 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// CPU time of every thread of `pid` in nanoseconds (first field of
-/// `/proc/PID/task/TID/schedstat`): the same quantity as utime + stime, without the
-/// 10 ms tick granularity.
-fn sched_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
+/// One thread of the server at one instant.
+struct ThreadSample {
+    tid: u64,
+    /// On-CPU time in nanoseconds (first field of `/proc/PID/task/TID/schedstat`): the same
+    /// quantity as utime + stime, without the 10 ms tick granularity.
+    sched_ns: u64,
+    /// Context switches (`/proc/PID/task/TID/status`): the thread blocked...
+    voluntary: u64,
+    /// ...or was preempted.
+    involuntary: u64,
+}
+
+/// Every thread of `pid`; their `sched_ns` sum is the process's CPU time.
+fn thread_samples(pid: u32) -> Option<Vec<ThreadSample>> {
+    let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        let task = task.ok()?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        let sched_ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        threads.push(ThreadSample {
+            tid,
+            sched_ns,
+            voluntary: count("voluntary_ctxt_switches:"),
+            involuntary: count("nonvoluntary_ctxt_switches:"),
+        });
     }
-    Some(total)
+    Some(threads)
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the release examples the macro benchmark drives, then runs it:
-#   finwait `echo` vs raw-mio `mio_echo` vs `tokio_echo`, driven by `loadgen`.
+#   finwait `echo` vs raw-mio `mio_echo` vs `tokio_echo`, driven by `loadgen`; then
+#   `echo --reactors 2` vs `echo --reactors 1` (server CPU per operation, target <= 1.05x).
 #
-#   scripts/bench.sh                 # the whole macro benchmark (about a minute)
+#   scripts/bench.sh                 # the whole macro benchmark (about two minutes)
+#   FINWAIT_BENCH_REACTORS=only scripts/bench.sh   # only the --reactors comparison
+#   FINWAIT_BENCH_REACTORS=0 scripts/bench.sh      # only the peer comparison
 #   BENCH_MICRO=1 scripts/bench.sh   # also the criterion micro benches (hot_paths, timers)
 #
 # Every FINWAIT_BENCH_* variable of benches/macro_echo.rs passes through (for example
