@@ -579,6 +579,10 @@ impl Context {
     pub(crate) fn on_timer(&mut self, key: TimerKey) {
         match key {
             TimerKey::Idle(id) => {
+                // A reset that arrived is older news than the idleness: report it instead.
+                if self.surface_pending_error(id) {
+                    return;
+                }
                 if self.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
                     self.queue.push_back(Queued::Socket(id, Event::Timeout));
                 }

@@ -77,7 +77,7 @@
 //!    read or write surfaced makes the reactor take the socket's pending error (one
 //!    `getsockopt` for that socket, none for the others), and the socket is destroyed with
 //!    `Error` + `Close(PeerReset)` in that turn. A reset that arrived is also reported before
-//!    a deadline falling due in the same turn.
+//!    a deadline or an idle `Timeout` falling due in the same turn.
 //! 7. **Errors are events, never panics**; calls on a destroyed or stale id return an error
 //!    and never reach a socket that reuses the slot (ids carry a generation).
 //! 8. **Backpressure like Node's**: `write` returns whether the queue is under the high-water
