@@ -63,7 +63,7 @@ fn parse() -> Result<Option<String>, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    common::init_logging();
+    common::init_logging("client");
     let target = match parse() {
         Ok(Some(t)) => t,
         Ok(None) => {

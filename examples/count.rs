@@ -25,7 +25,7 @@ USAGE: count [OPTIONS]
 OPTIONS:
   --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
-                              (default 5000)
+                              (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
   -h, --help                  print this help

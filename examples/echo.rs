@@ -26,7 +26,7 @@ OPTIONS:
   --idle-timeout-ms N         end() a connection with no traffic either way for N ms
                               (0 = off, the default)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
-                              (default 5000)
+                              (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
   -h, --help                  print this help

@@ -26,7 +26,7 @@ OPTIONS:
   --message TEXT              what to write on each connection (default \"Goodbye\\n\");
                               sent exactly as given, then FIN
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
-                              (default 5000)
+                              (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
   -h, --help                  print this help

@@ -1,5 +1,6 @@
 //! What every example server shares: the `listening on` line, graceful shutdown on
-//! SIGTERM/SIGINT, and command-line errors. Each example parses its own options with lexopt.
+//! SIGTERM/SIGINT, logging, and command-line errors. Each example parses its own options
+//! with lexopt.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -62,7 +63,10 @@ pub fn parse_args<O>(
 /// reading the pipe sees it at once) and turns SIGTERM/SIGINT into a graceful shutdown of
 /// every reactor: stop accepting (taking what waits in the accept queues), ask every
 /// connection to finish, destroy what is left after `--shutdown-timeout-ms`, and return once
-/// the last connection closed.
+/// the last connection closed. A second signal stops at once (every connection destroyed).
+/// The library logs both signals at warn, each reactor its own line (`init_logging` says
+/// which reactor): `signal received: shutting down, N connections (grace ...); send it again
+/// to stop now`, then `signal received again: stopping now (N connections destroyed)`.
 pub fn serve<H: Handler + 'static>(
     server: &Server,
     options: ListenOptions,
@@ -119,7 +123,7 @@ pub fn main<O>(
     parse: fn() -> Result<Option<O>, lexopt::Error>,
     serve: fn(O) -> finwait::Result<()>,
 ) -> ExitCode {
-    init_logging();
+    init_logging(name);
     let options = match parse() {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -143,7 +147,30 @@ pub fn usage_error(name: &str, help: &str, error: impl std::fmt::Display) -> Exi
     ExitCode::from(2)
 }
 
-/// Logs to stderr at the level in `RUST_LOG` (default `warn`).
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+/// Logs to stderr at the level in `RUST_LOG` (default `warn`), one compact line per record:
+/// `NAME: message`, with the reactor that logged it when there are several
+/// (`echo: reactor 1: signal received: ...`) and the level unless it is `warn` or `info`
+/// (`http: debug: ...`).
+pub fn init_logging(name: &str) {
+    let name = name.to_owned();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(move |out, record| {
+            write!(out, "{name}: ")?;
+            // A `Group` runs reactor N on a thread named `finwait-N`; the main thread (one
+            // reactor, or the code around a group) needs no name.
+            let thread = std::thread::current();
+            match thread.name() {
+                Some("main") | None => {}
+                Some(t) => match t.strip_prefix("finwait-") {
+                    Some(index) => write!(out, "reactor {index}: ")?,
+                    None => write!(out, "{t}: ")?,
+                },
+            }
+            match record.level() {
+                log::Level::Warn | log::Level::Info => {}
+                level => write!(out, "{}: ", level.as_str().to_ascii_lowercase())?,
+            }
+            writeln!(out, "{}", record.args())
+        })
+        .init();
 }

@@ -64,7 +64,7 @@ OPTIONS:
   --header-timeout-ms N       answer 408 and end() when a request's header section is not
                               complete N ms after its first byte (default 10000, 0 = off)
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
-                              (default 5000)
+                              (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
   -h, --help                  print this help
