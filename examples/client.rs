@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Sends all of stdin, then half-closes (`end()`), copies everything the server sends to
-//! stdout until the server closes, exits 0; on an error prints one line and exits 1.
+//! stdout until the server closes, exits 0; on an error prints one line and exits 1; on a
+//! command-line error prints one line and a hint and exits 2.
 //!
 //! What it teaches:
 //! - Feeding a reactor from another thread. Reading stdin blocks, and the reactor's thread
@@ -36,8 +37,12 @@ OPTIONS:
   -h, --help                  print this help
 
 Sends all of stdin, then half-closes (FIN) and copies everything received to stdout until
-the server closes. Exit status 0 on a clean close; 1 with one line on stderr on an error
-(connection refused, reset, ...); 2 on a command-line error.
+the server closes. Exit status:
+  0  the server closed cleanly
+  1  an error, one line on stderr: connection refused or reset, a host name that does not
+     resolve, a deadline, reading stdin or writing stdout failed
+  2  a command-line error, one line on stderr: an unknown option, --connect missing or not
+     HOST:PORT (an IP address or host name and a port number; IPv6 in brackets)
 ";
 
 /// Bytes per stdin read, and per message on the channel.
@@ -51,14 +56,14 @@ fn parse() -> Result<Option<String>, lexopt::Error> {
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
-            Long("connect") => connect = Some(args.value()?.string()?),
+            Long("connect") => connect = Some(common::address(&mut args, "connect")?),
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(arg.unexpected()),
         }
     }
     match connect {
         Some(c) => Ok(Some(c)),
-        None => Err("missing required option --connect".into()),
+        None => Err("--connect HOST:PORT is required".into()),
     }
 }
 
@@ -70,7 +75,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             return ExitCode::SUCCESS;
         }
-        Err(e) => return common::usage_error("client", HELP, e),
+        Err(e) => return common::usage_error("client", e),
     };
     match run(&target) {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,10 +39,9 @@ struct Options {
 }
 
 fn parse() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
-    use lexopt::ValueExt;
     common::parse_args(Options { idle_timeout_ms: 0 }, |o, name, args| {
         match name {
-            "idle-timeout-ms" => o.idle_timeout_ms = args.value()?.parse()?,
+            "idle-timeout-ms" => o.idle_timeout_ms = common::value(args, "idle-timeout-ms")?,
             _ => return Ok(false),
         }
         Ok(true)

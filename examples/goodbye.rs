@@ -39,13 +39,12 @@ struct Options {
 }
 
 fn parse() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
-    use lexopt::ValueExt;
     let defaults = Options {
         message: "Goodbye\n".to_string(),
     };
     common::parse_args(defaults, |o, name, args| {
         match name {
-            "message" => o.message = args.value()?.string()?,
+            "message" => o.message = common::value(args, "message")?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use finwait::{CloseInfo, CloseReason, ConnectOptions, Context, Event, ListenOptions, SocketId};
@@ -40,21 +40,11 @@ A FIN from either side is forwarded (after all data before it); an RST or error 
 side resets the other; an unreachable upstream resets the client.
 ";
 
-/// The upstream, the one option of proxy's own.
-fn parse() -> Result<Option<(common::Server, SocketAddr)>, lexopt::Error> {
-    use lexopt::ValueExt;
+/// The upstream, the one option of proxy's own (`HOST:PORT`, resolved when serving starts).
+fn parse() -> Result<Option<(common::Server, String)>, lexopt::Error> {
     let parsed = common::parse_args(None, |upstream, name, args| {
         match name {
-            "upstream" => {
-                let value = args.value()?.string()?;
-                // Resolved once, at start-up: a host name is looked up here, not per connection.
-                let addr = value
-                    .to_socket_addrs()
-                    .map_err(|e| format!("--upstream {value}: {e}"))?
-                    .next()
-                    .ok_or_else(|| format!("--upstream {value}: no address"))?;
-                *upstream = Some(addr);
-            }
+            "upstream" => *upstream = Some(common::address(args, "upstream")?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -169,7 +159,10 @@ fn on_close(cx: &mut Context, id: SocketId, other: SocketId, info: CloseInfo) {
     }
 }
 
-fn serve((server, upstream): (common::Server, SocketAddr)) -> finwait::Result<()> {
+fn serve((server, upstream): (common::Server, String)) -> finwait::Result<()> {
+    // Resolved once, at start-up: a host name is looked up here, not per connection (the
+    // lookup blocks). Its error names the option: `--upstream HOST:PORT: ...`.
+    let upstream = common::resolve("upstream", &upstream)?[0];
     common::serve(
         &server,
         ListenOptions::new().allow_half_open(true),

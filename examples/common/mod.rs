@@ -3,16 +3,19 @@
 //! with lexopt.
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor};
 
 /// The options every example server takes (CONTRACT.md).
 pub struct Server {
-    /// `--listen HOST:PORT` (default loopback, a free port); a host name is resolved.
+    /// `--listen HOST:PORT` (default loopback, a free port), checked to have that shape; a
+    /// host name is resolved when serving starts.
     pub listen: String,
     /// `--shutdown-timeout-ms N` (default 5000).
     pub shutdown_ms: u64,
@@ -36,10 +39,12 @@ pub fn parse_args<O>(
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
-            Long("listen") => server.listen = args.value()?.string()?,
-            Long("shutdown-timeout-ms") => server.shutdown_ms = args.value()?.parse()?,
+            Long("listen") => server.listen = address(&mut args, "listen")?,
+            Long("shutdown-timeout-ms") => {
+                server.shutdown_ms = value(&mut args, "shutdown-timeout-ms")?
+            }
             Long("reactors") => {
-                server.reactors = args.value()?.parse()?;
+                server.reactors = value(&mut args, "reactors")?;
                 if server.reactors == 0 {
                     return Err("--reactors must be at least 1".into());
                 }
@@ -73,20 +78,22 @@ pub fn serve<H: Handler + 'static>(
     make: impl Fn() -> H + Send + Sync + 'static,
 ) -> finwait::Result<()> {
     let grace = Duration::from_millis(server.shutdown_ms);
+    let addrs = resolve("listen", &server.listen)?;
     if server.reactors <= 1 {
         let mut reactor = Reactor::new()?;
-        listen(&mut reactor, server, options)?;
+        listen(&mut reactor, &addrs, server.shutdown_ms, options)?;
         reactor.run(&mut make())?;
         log::info!("stopped: {}", reactor.stats());
         return Ok(());
     }
     let group = Group::listen(
-        server.listen.as_str(),
+        &addrs[..],
         GroupOptions::new(server.reactors)
             .listen(options)
             .shutdown_on_signals(Some(grace)),
         move |_| make(),
-    )?;
+    )
+    .map_err(|e| naming(addrs[0], e))?;
     print_listening(group.local_addr())?;
     for (index, stats) in group.join()?.iter().enumerate() {
         log::info!("reactor {index} stopped: {stats}");
@@ -94,15 +101,28 @@ pub fn serve<H: Handler + 'static>(
     Ok(())
 }
 
-/// Listens on one reactor, prints the `listening on` line and arms the graceful shutdown on
-/// SIGTERM/SIGINT (see [`serve`]).
+/// `e`, saying which address it is about unless it already does. (`Reactor::listen` names
+/// the address in its bind errors; `Group::listen` does not, in this version.)
+fn naming(addr: SocketAddr, e: finwait::Error) -> finwait::Error {
+    let text = e.to_string();
+    if text.contains(&addr.to_string()) {
+        return e;
+    }
+    let kind = e.io_kind().unwrap_or(std::io::ErrorKind::Other);
+    std::io::Error::new(kind, format!("{addr}: {text}")).into()
+}
+
+/// Listens on one reactor (the first of `addrs` that binds), prints the `listening on` line
+/// and arms the graceful shutdown on SIGTERM/SIGINT (see [`serve`]).
 pub fn listen(
     reactor: &mut Reactor,
-    server: &Server,
+    addrs: &[SocketAddr],
+    shutdown_ms: u64,
     options: ListenOptions,
 ) -> finwait::Result<ListenerId> {
-    reactor.shutdown_on_signals(Duration::from_millis(server.shutdown_ms))?;
-    let listener = reactor.listen(server.listen.as_str(), options)?;
+    reactor.shutdown_on_signals(Duration::from_millis(shutdown_ms))?;
+    // A bind error names the address (`127.0.0.1:7000: Address already in use`).
+    let listener = reactor.listen(addrs, options)?;
     print_listening(reactor.listener_addr(listener)?)?;
     Ok(listener)
 }
@@ -115,7 +135,7 @@ fn print_listening(addr: SocketAddr) -> finwait::Result<()> {
 }
 
 /// The `main` every example server shares: logging from `RUST_LOG`, options (`--help` →
-/// the help and exit 0, a bad option → the error, the help and exit 2), then `serve`
+/// the help and exit 0, a bad option → one line naming it, a hint and exit 2), then `serve`
 /// (an error → one line on stderr and exit 1; a graceful shutdown → exit 0).
 pub fn main<O>(
     name: &str,
@@ -130,7 +150,7 @@ pub fn main<O>(
             print!("{help}");
             return ExitCode::SUCCESS;
         }
-        Err(e) => return usage_error(name, help, e),
+        Err(e) => return usage_error(name, e),
     };
     match serve(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,10 +161,79 @@ pub fn main<O>(
     }
 }
 
-/// Prints a command-line error and the help, exit status 2.
-pub fn usage_error(name: &str, help: &str, error: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{name}: {error}\n\n{help}");
+/// A command-line error: one line that says what is wrong (naming the option), a hint, exit
+/// status 2. The whole help is only printed when asked for.
+pub fn usage_error(name: &str, error: impl Display) -> ExitCode {
+    eprintln!("{name}: {error}\ntry '{name} --help'");
     ExitCode::from(2)
+}
+
+/// The value of option `--name`, parsed; an error names the option and the value
+/// (`--shutdown-timeout-ms: invalid value "-5": invalid digit found in string`).
+pub fn value<T>(args: &mut lexopt::Parser, name: &str) -> Result<T, lexopt::Error>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let raw = args.value()?;
+    let text = raw
+        .to_str()
+        .ok_or_else(|| format!("--{name}: invalid value {raw:?}: not UTF-8"))?;
+    text.parse().map_err(|e| invalid(name, text, e).into())
+}
+
+/// `--name: invalid value "TEXT": why`, on one line.
+pub fn invalid(name: &str, text: &str, why: impl Display) -> String {
+    // Quoted as typed (a backslash stays one backslash); only control characters, which
+    // could break the line, are escaped.
+    let mut quoted = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if c.is_control() {
+            quoted.extend(c.escape_default());
+        } else {
+            quoted.push(c);
+        }
+    }
+    format!("--{name}: invalid value \"{quoted}\": {why}")
+}
+
+/// The value of option `--name`, which must look like `HOST:PORT` (an IP address or a host
+/// name, a port number; an IPv6 address in brackets). Whether a name resolves is only known
+/// when it is looked up ([`resolve`]); a value of the wrong shape is a command-line error
+/// naming the option.
+pub fn address(args: &mut lexopt::Parser, name: &str) -> Result<String, lexopt::Error> {
+    let text: String = value(args, name)?;
+    check_host_port(&text).map_err(|e| invalid(name, &text, e))?;
+    Ok(text)
+}
+
+fn check_host_port(text: &str) -> Result<(), String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("expected HOST:PORT".into());
+    };
+    if host.contains([':', '[', ']']) {
+        return Err("expected HOST:PORT (an IPv6 address goes in brackets: [::1]:PORT)".into());
+    }
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("expected HOST:PORT".into());
+    }
+    port.parse::<u16>()
+        .map(drop)
+        .map_err(|_| format!("invalid port {port:?} (0 to 65535)"))
+}
+
+/// Resolves the `HOST:PORT` given to option `--name` (a host name is looked up, which may
+/// block: done once, before any reactor runs). The error names the option and the value.
+pub fn resolve(name: &str, text: &str) -> finwait::Result<Vec<SocketAddr>> {
+    let named = |e: &dyn Display| std::io::Error::other(format!("--{name} {text}: {e}"));
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|e| named(&e))?.collect();
+    if addrs.is_empty() {
+        return Err(named(&"resolves to no address").into());
+    }
+    Ok(addrs)
 }
 
 /// Logs to stderr at the level in `RUST_LOG` (default `warn`), one compact line per record:

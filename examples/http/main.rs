@@ -80,15 +80,14 @@ struct Options {
 }
 
 fn parse_args() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
-    use lexopt::ValueExt;
     let defaults = Options {
         idle_timeout_ms: 5000,
         header_timeout_ms: 10_000,
     };
     common::parse_args(defaults, |o, name, args| {
         match name {
-            "idle-timeout-ms" => o.idle_timeout_ms = args.value()?.parse()?,
-            "header-timeout-ms" => o.header_timeout_ms = args.value()?.parse()?,
+            "idle-timeout-ms" => o.idle_timeout_ms = common::value(args, "idle-timeout-ms")?,
+            "header-timeout-ms" => o.header_timeout_ms = common::value(args, "header-timeout-ms")?,
             _ => return Ok(false),
         }
         Ok(true)

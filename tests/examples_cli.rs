@@ -1,0 +1,186 @@
+//! The examples' command lines from outside: a usage error is one line that names the option
+//! (and the value), then a hint, exit status 2 — never the whole help; an error while
+//! running (an address in use) is one line naming the address, exit status 1.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::LIMIT;
+use common::process::example_path;
+
+/// A process started by a test, killed (by its own PID) if it is still running on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs an example to completion (bounded by [`LIMIT`]); returns its exit status, stdout
+/// and stderr.
+fn run(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(example_path(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn example");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut proc = Proc(child);
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{name} {args:?} did not exit within {LIMIT:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Asserts a usage error: exit 2, nothing on stdout, and on stderr exactly one line
+/// `NAME: ...` holding every one of `says`, then `try 'NAME --help'`.
+fn assert_usage_error(name: &str, args: &[&str], says: &[&str]) {
+    let (status, out, err) = run(name, args);
+    assert_eq!(status.code(), Some(2), "{name} {args:?}: {err}");
+    assert_eq!(out, "", "{name} {args:?} printed to stdout");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{name} {args:?}: one line and the hint, not {err:?}"
+    );
+    assert!(lines[0].starts_with(&format!("{name}: ")), "{err:?}");
+    for s in says {
+        assert!(
+            lines[0].contains(s),
+            "{name} {args:?}: {:?} lacks {s:?}",
+            lines[0]
+        );
+    }
+    assert_eq!(lines[1], format!("try '{name} --help'"));
+}
+
+/// The server examples with the arguments each needs besides the ones under test.
+const SERVERS: [(&str, &[&str]); 5] = [
+    ("echo", &[]),
+    ("goodbye", &[]),
+    ("count", &[]),
+    ("http", &[]),
+    ("proxy", &["--upstream", "127.0.0.1:9"]),
+];
+
+#[test]
+fn a_bad_value_names_its_option_and_the_value() {
+    for (name, needed) in SERVERS {
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut args = needed.to_vec();
+            args.extend_from_slice(extra);
+            args
+        };
+        assert_usage_error(
+            name,
+            &with(&["--shutdown-timeout-ms", "-5"]),
+            &["--shutdown-timeout-ms", "\"-5\""],
+        );
+        assert_usage_error(name, &with(&["--reactors", "x"]), &["--reactors", "\"x\""]);
+        assert_usage_error(name, &with(&["--listen", "foo"]), &["--listen", "\"foo\""]);
+        assert_usage_error(
+            name,
+            &with(&["--listen", "127.0.0.1:99999"]),
+            &["--listen", "99999", "port"],
+        );
+        assert_usage_error(name, &with(&["--listen"]), &["--listen"]);
+        assert_usage_error(name, &with(&["--no-such-option"]), &["--no-such-option"]);
+        assert_usage_error(name, &with(&["stray"]), &["stray"]);
+    }
+    for option in ["--idle-timeout-ms", "--header-timeout-ms"] {
+        assert_usage_error("http", &[option, "1.5"], &[option, "\"1.5\""]);
+    }
+    assert_usage_error(
+        "echo",
+        &["--idle-timeout-ms", "soon"],
+        &["--idle-timeout-ms"],
+    );
+    assert_usage_error("proxy", &[], &["--upstream"]);
+    assert_usage_error(
+        "proxy",
+        &["--upstream", "localhost"],
+        &["--upstream", "\"localhost\""],
+    );
+}
+
+/// The client's help promises exit status 2 for a command-line error — a malformed
+/// `--connect` included (it used to exit 1) — and 1 for an error while running.
+#[test]
+fn client_command_line_errors_exit_2_and_the_help_says_so() {
+    assert_usage_error("client", &[], &["--connect"]);
+    assert_usage_error("client", &["--connect", "foo"], &["--connect", "\"foo\""]);
+    assert_usage_error(
+        "client",
+        &["--connect", "127.0.0.1:99999"],
+        &["--connect", "99999"],
+    );
+    assert_usage_error(
+        "client",
+        &["--connect", "::1:80"],
+        &["--connect", "\"::1:80\"", "brackets"],
+    );
+    assert_usage_error("client", &["--no-such-option"], &["--no-such-option"]);
+    let (status, help, _) = run("client", &["--help"]);
+    assert!(status.success());
+    assert!(help.contains("  1  an error") && help.contains("  2  a command-line error"));
+}
+
+#[test]
+fn help_is_whole_and_exits_0() {
+    for (name, _) in SERVERS {
+        let (status, out, err) = run(name, &["--help"]);
+        assert!(status.success(), "{name}: {status}");
+        assert_eq!(err, "");
+        assert!(out.starts_with(&format!("{name} — ")), "{out}");
+        assert!(out.contains("OPTIONS:") && out.contains("--shutdown-timeout-ms"));
+    }
+}
+
+/// An address in use: one line naming it, exit status 1 — with one reactor and with a group.
+#[test]
+fn an_address_in_use_is_one_line_naming_it() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    for reactors in ["1", "2"] {
+        let (status, out, err) = run("echo", &["--listen", &addr, "--reactors", reactors]);
+        assert_eq!(status.code(), Some(1), "--reactors {reactors}: {err}");
+        assert_eq!(out, "");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(
+            err.starts_with("echo: ") && err.contains(&addr) && err.contains("in use"),
+            "--reactors {reactors}: {err:?}"
+        );
+    }
+}
