@@ -1,7 +1,7 @@
 //! goodbye — writes a message on each connection and closes it gracefully (see CONTRACT.md).
 //!
 //! ```text
-//! cargo run --release --example goodbye -- --listen 127.0.0.1:7001 --message 'Bye!'
+//! cargo run --release --example goodbye -- --listen 127.0.0.1:7001 --message 'Bye!\n'
 //! ```
 //!
 //! What it teaches: closing without an RST. A server that writes and closes at once loses its
@@ -23,8 +23,10 @@ USAGE: goodbye [OPTIONS]
 
 OPTIONS:
   --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
-  --message TEXT              what to write on each connection (default \"Goodbye\\n\");
-                              sent exactly as given, then FIN
+  --message TEXT              what to write on each connection, then FIN (default
+                              \"Goodbye\\n\"); the escapes \\n \\r \\t \\\\ stand for a newline,
+                              a carriage return, a tab, a backslash (any other
+                              backslash is an error); all else is sent as given
   --shutdown-timeout-ms N     on SIGTERM/SIGINT, destroy connections still open after N ms
                               (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
@@ -44,11 +46,40 @@ fn parse() -> Result<Option<(common::Server, Options)>, lexopt::Error> {
     };
     common::parse_args(defaults, |o, name, args| {
         match name {
-            "message" => o.message = common::value(args, "message")?,
+            "message" => {
+                let text: String = common::value(args, "message")?;
+                o.message = unescape(&text).map_err(|e| common::invalid("message", &text, e))?;
+            }
             _ => return Ok(false),
         }
         Ok(true)
     })
+}
+
+/// `--message` with its escapes replaced: `\n`, `\r`, `\t` and `\\`; any other backslash is
+/// refused rather than guessed at.
+fn unescape(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                return Err(format!(
+                    "unknown escape \\{other} (\\n \\r \\t \\\\ are understood)"
+                ));
+            }
+            None => return Err("a lone backslash at the end (write \\\\ for one)".into()),
+        }
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
 //! The examples' command lines from outside: a usage error is one line that names the option
 //! (and the value), then a hint, exit status 2 — never the whole help; an error while
-//! running (an address in use) is one line naming the address, exit status 1.
+//! running (an address in use) is one line naming the address, exit status 1; goodbye's
+//! `--message` understands the escapes its help shows.
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::LIMIT;
-use common::process::example_path;
+use common::process::{Server, example_path};
+use common::{Ending, LIMIT, peer, read_to_end};
 
 /// A process started by a test, killed (by its own PID) if it is still running on drop.
 struct Proc(Child);
@@ -183,4 +184,25 @@ fn an_address_in_use_is_one_line_naming_it() {
             "--reactors {reactors}: {err:?}"
         );
     }
+}
+
+/// `--message` understands `\n`, `\r`, `\t` and `\\` (the help shows the default as
+/// `"Goodbye\n"`); everything else is sent as given.
+#[test]
+fn goodbye_message_escapes() {
+    let server = Server::start("goodbye", &["--message", r"a\n\tb\\n\r\n c:\\d é"]);
+    let mut s = peer(server.addr);
+    let (got, ending) = read_to_end(&mut s);
+    assert_eq!(String::from_utf8(got).unwrap(), "a\n\tb\\n\r\n c:\\d é");
+    assert_eq!(ending, Ending::Fin);
+}
+
+#[test]
+fn goodbye_message_with_an_unknown_escape_is_a_usage_error() {
+    assert_usage_error(
+        "goodbye",
+        &["--message", r"C:\dir"],
+        &["--message", r#""C:\dir""#, r"\d"],
+    );
+    assert_usage_error("goodbye", &["--message", r"bye\"], &["--message"]);
 }
