@@ -7,7 +7,9 @@
 //!
 //! What it teaches: a request/response protocol on a byte stream. Each connection keeps a
 //! small buffer of bytes not yet parsed; every `Data` appends to it and answers each complete
-//! request head in order (pipelining), skipping request bodies without buffering them.
+//! request head in order (pipelining), skipping request bodies without buffering them. The
+//! head's syntax is httparse's; `request.rs` adds the server's policy (size limits,
+//! keep-alive, body framing) on top, and is fuzzed (`fuzz/fuzz_targets/http_request.rs`).
 //! Closing is always `end()`: the response is flushed, then the FIN, and finwait keeps
 //! reading (we discard) until the client's FIN, so an answer such as 431 sent while the
 //! client is still sending never turns into an RST that would destroy it.

@@ -1,47 +1,45 @@
-//! HTTP/1.x request-head parser for the `http` example server.
+//! Request heads for the `http` example server: [`httparse`] reads the syntax, this module
+//! adds the server's policy on top (limits, keep-alive, body framing).
 //!
-//! The parser is pure `std`, never panics, allocates at most two strings
-//! bounded by [`MAX_HEAD`], and runs in time linear in the input, so it can be
-//! fed straight from a socket buffer and fuzzed. It only understands the
-//! request head; the body is left to the caller, whose length is reported in
-//! [`Request::content_length`].
+//! [`parse`] keeps no state, never panics, allocates only the two strings of a request it
+//! accepts and looks at no more than [`MAX_HEAD`] bytes, so it can be fed straight from a
+//! socket buffer again each time more bytes arrive, and fuzzed (`fuzz/fuzz_targets/
+//! http_request.rs`, replayed by `cargo test --test fuzz_replays`). It only understands the
+//! head; the body is left to the caller, whose length is [`Request::content_length`].
 //!
 //! # Rules
 //!
-//! - **Line endings.** Lines end in CRLF. A bare LF is accepted too, so that
-//!   requests typed by hand with `nc` work. A CR that is not directly followed
-//!   by LF is a 400.
-//! - **Leading empty lines** before the request line are skipped (RFC 9112
-//!   §2.2) but still count toward [`MAX_HEAD`].
-//! - **Request line:** `METHOD SP TARGET SP VERSION` with exactly one space
-//!   between parts. METHOD is a non-empty token (RFC 9110 `tchar`s), TARGET
-//!   is non-empty visible ASCII (`0x21..=0x7E`), and VERSION is exactly
-//!   `HTTP/1.0` or `HTTP/1.1` (case-sensitive); anything else is a 400.
-//! - **Header lines:** `name ":" OWS value OWS`. The name is a non-empty token
-//!   with nothing between it and the colon. The value may hold visible ASCII,
-//!   SP, HT and obs-text (`0x80..=0xFF`); any other control byte, NUL
-//!   included, is a 400. A line starting with SP or HT (obs-fold, RFC 9112
-//!   §5.2) is a 400. Header names are matched case-insensitively.
-//! - **`Connection`** is a comma-separated list of case-insensitive tokens.
-//!   HTTP/1.1 keeps the connection alive unless `close` is listed; HTTP/1.0
-//!   keeps it alive only if `keep-alive` is listed and `close` is not.
-//! - **`Content-Length`** must be plain decimal digits that fit in a `u64`.
-//!   Repeated fields or a comma-separated list are accepted only if every
-//!   value is the same number; otherwise the message is a 400 (RFC 9110
-//!   §8.6), since the body boundary would be ambiguous.
-//! - **`Transfer-Encoding`** in any form is a 400: chunked request bodies are
-//!   not supported, and rejecting them outright is the only way to avoid
-//!   misreading where the body ends (request smuggling).
-//! - **Limits.** The head (leading empty lines, request line, header lines and
-//!   the blank line) may be at most [`MAX_HEAD`] bytes and carry at most
-//!   [`MAX_HEADERS`] fields; beyond either the answer is a 431.
-//! - **Early errors.** A syntax error is reported as soon as it appears in a
-//!   complete line, even before the whole head has arrived, so garbage (for
-//!   instance a TLS hello sent to the plain-text port) is turned away at once.
-//!   The last, unterminated line is never judged, except against the size
-//!   limit.
-//! - **Pipelining.** Bytes after the head are never looked at, so a caller can
-//!   slice them off and parse the next request.
+//! - **Syntax** is httparse's, with its strict defaults: lines end in CRLF or a bare LF (so
+//!   requests typed by hand with `nc` work), a CR not followed by LF is a 400; empty lines
+//!   before the request line are skipped (RFC 9112 §2.2) but count toward [`MAX_HEAD`]; the
+//!   request line is `METHOD SP TARGET SP VERSION` with single spaces, METHOD a token,
+//!   VERSION `HTTP/1.0` or `HTTP/1.1`; a header line is `name ":" OWS value OWS` with a token
+//!   name and nothing between it and the colon, a value of visible ASCII, SP, HT and obs-text
+//!   (any other control byte, NUL included, is a 400); obs-fold (a line starting with SP or
+//!   HT) is a 400. Anything else is a 400.
+//! - **Target**: visible ASCII only (`0x21..=0x7E`; httparse also lets UTF-8 through, a
+//!   target must be percent-encoded): otherwise 400.
+//! - **`Connection`** is a comma-separated list of case-insensitive tokens. HTTP/1.1 keeps
+//!   the connection alive unless `close` is listed; HTTP/1.0 keeps it alive only if
+//!   `keep-alive` is listed and `close` is not.
+//! - **`Content-Length`** must be plain decimal digits that fit in a `u64`. Repeated fields
+//!   or a comma-separated list are accepted only if every value is the same number;
+//!   otherwise the message is a 400 (RFC 9110 §8.6), since the body boundary would be
+//!   ambiguous.
+//! - **`Transfer-Encoding`** in any form is a 400: request bodies in a transfer coding are
+//!   not supported, and rejecting them outright is the only way to avoid misreading where
+//!   the body ends (request smuggling).
+//! - **Limits.** The head (leading empty lines, request line, header lines and the blank
+//!   line) may be at most [`MAX_HEAD`] bytes and carry at most [`MAX_HEADERS`] fields;
+//!   beyond either the answer is a 431.
+//! - **Early errors.** A syntax error is reported at the first byte that breaks the rules,
+//!   even before its line or the head is complete, so garbage (for instance a TLS hello sent
+//!   to the plain-text port) is turned away at once. The rules on header values (the last
+//!   four above) are applied once the head is complete.
+//! - **Stable answers.** An answer other than [`Parse::Incomplete`] never changes when more
+//!   bytes arrive.
+//! - **Pipelining.** Bytes after the head are never looked at, so a caller can slice them off
+//!   and parse the next request.
 
 /// Largest header section accepted (request line + headers + blank line), bytes.
 ///
@@ -125,140 +123,72 @@ pub enum Parse {
 ///
 /// # Errors
 ///
-/// [`ParseError::BadRequest`] as soon as a complete line breaks the rules in
-/// the module docs; [`ParseError::HeadersTooLarge`] once the head cannot fit
-/// in [`MAX_HEAD`] bytes or has more than [`MAX_HEADERS`] fields.
+/// [`ParseError::BadRequest`] as soon as the head breaks the rules in the
+/// module docs; [`ParseError::HeadersTooLarge`] once the head cannot fit in
+/// [`MAX_HEAD`] bytes or has more than [`MAX_HEADERS`] fields.
 pub fn parse(buf: &[u8]) -> Result<Parse, ParseError> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
-    let mut pos = 0;
-    let mut start: Option<RequestLine<'_>> = None;
-    let mut fields = Fields::default();
-
-    while let Some(rel) = window[pos..].iter().position(|&b| b == b'\n') {
-        let line = strip_cr(&window[pos..pos + rel])?;
-        pos += rel + 1;
-        match &start {
-            None if line.is_empty() => {} // leading empty line
-            None => start = Some(parse_request_line(line)?),
-            Some(rl) if line.is_empty() => {
-                return Ok(Parse::Complete {
-                    request: fields.finish(rl)?,
-                    head_len: pos,
-                });
-            }
-            Some(_) => fields.add(line)?,
-        }
-    }
-
-    if buf.len() >= MAX_HEAD {
-        Err(ParseError::HeadersTooLarge)
-    } else {
-        Ok(Parse::Incomplete)
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    match head.parse(window) {
+        Ok(httparse::Status::Complete(head_len)) => Ok(Parse::Complete {
+            request: interpret(&head)?,
+            head_len,
+        }),
+        // The window is full and the head still goes on.
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(ParseError::HeadersTooLarge),
+        Ok(httparse::Status::Partial) => Ok(Parse::Incomplete),
+        // A field past the `MAX_HEADERS` slots.
+        Err(httparse::Error::TooManyHeaders) => Err(ParseError::HeadersTooLarge),
+        Err(_) => Err(ParseError::BadRequest),
     }
 }
 
-/// The request line, borrowed from the input until the head is complete so
-/// that nothing is allocated for heads that end up rejected.
-struct RequestLine<'a> {
-    method: &'a [u8],
-    target: &'a [u8],
-    version: Version,
-}
-
-/// What has been learnt from the header fields so far.
-#[derive(Default)]
-struct Fields {
-    count: usize,
-    close: bool,
-    keep_alive: bool,
-    content_length: Option<u64>,
-}
-
-impl Fields {
-    fn add(&mut self, line: &[u8]) -> Result<(), ParseError> {
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            return Err(ParseError::BadRequest); // obs-fold
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ParseError::BadRequest)?;
-        let name = &line[..colon];
-        let value = &line[colon + 1..];
-        if !is_token(name) || !value.iter().all(|&b| is_field_byte(b)) {
-            return Err(ParseError::BadRequest);
-        }
-        self.count += 1;
-        if self.count > MAX_HEADERS {
-            return Err(ParseError::HeadersTooLarge);
-        }
-        let value = trim_ows(value);
+/// The server's policy on a head httparse accepted.
+fn interpret(head: &httparse::Request<'_, '_>) -> Result<Request, ParseError> {
+    let (Some(method), Some(target), Some(minor)) = (head.method, head.path, head.version) else {
+        return Err(ParseError::BadRequest);
+    };
+    if !target.bytes().all(|b| (0x21..=0x7E).contains(&b)) {
+        return Err(ParseError::BadRequest);
+    }
+    let version = match minor {
+        0 => Version::Http10,
+        _ => Version::Http11,
+    };
+    let (mut close, mut keep_alive, mut content_length) = (false, false, None);
+    for field in head.headers.iter() {
+        let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            for option in value.split(|&b| b == b',').map(trim_ows) {
+            for option in field.value.split(|&b| b == b',').map(trim_ows) {
                 if option.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
+                    close = true;
                 } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
+                    keep_alive = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            for item in value.split(|&b| b == b',').map(trim_ows) {
+            for item in field.value.split(|&b| b == b',').map(trim_ows) {
                 let n = parse_decimal(item)?;
-                if self.content_length.is_some_and(|old| old != n) {
+                if content_length.is_some_and(|old| old != n) {
                     return Err(ParseError::BadRequest);
                 }
-                self.content_length = Some(n);
+                content_length = Some(n);
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(ParseError::BadRequest);
         }
-        Ok(())
     }
-
-    fn finish(&self, rl: &RequestLine<'_>) -> Result<Request, ParseError> {
-        let keep_alive = match rl.version {
-            Version::Http11 => !self.close,
-            Version::Http10 => self.keep_alive && !self.close,
-        };
-        Ok(Request {
-            method: ascii_string(rl.method)?,
-            target: ascii_string(rl.target)?,
-            version: rl.version,
-            keep_alive,
-            content_length: self.content_length.unwrap_or(0),
-        })
-    }
-}
-
-/// Removes the CR of a CRLF ending and rejects any other CR in the line.
-fn strip_cr(line: &[u8]) -> Result<&[u8], ParseError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.contains(&b'\r') {
-        Err(ParseError::BadRequest)
-    } else {
-        Ok(line)
-    }
-}
-
-fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::BadRequest);
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive && !close,
     };
-    if !is_token(method) || target.is_empty() || !target.iter().all(|&b| is_visible(b)) {
-        return Err(ParseError::BadRequest);
-    }
-    let version = match version {
-        b"HTTP/1.1" => Version::Http11,
-        b"HTTP/1.0" => Version::Http10,
-        _ => return Err(ParseError::BadRequest),
-    };
-    Ok(RequestLine {
-        method,
-        target,
+    Ok(Request {
+        method: method.to_owned(),
+        target: target.to_owned(),
         version,
+        keep_alive,
+        content_length: content_length.unwrap_or(0),
     })
 }
 
@@ -276,12 +206,6 @@ fn parse_decimal(digits: &[u8]) -> Result<u64, ParseError> {
     })
 }
 
-fn ascii_string(bytes: &[u8]) -> Result<String, ParseError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| ParseError::BadRequest)
-}
-
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -290,22 +214,6 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
-}
-
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_visible(b: u8) -> bool {
-    (0x21..=0x7E).contains(&b)
-}
-
-fn is_field_byte(b: u8) -> bool {
-    is_visible(b) || b == b' ' || b == b'\t' || b >= 0x80
 }
 
 #[cfg(test)]
@@ -498,8 +406,12 @@ mod tests {
     fn transfer_encoding_is_rejected() {
         bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
         bad(b"POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n");
-        // Visible before the head is complete.
-        bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n");
+        bad(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        // Header values are judged once the head is complete.
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Parse::Incomplete)
+        );
     }
 
     #[test]
@@ -585,10 +497,14 @@ mod tests {
     }
 
     #[test]
-    fn unterminated_last_line_is_not_judged() {
-        assert_eq!(parse(b"GET / HTTP/9.9"), Ok(Parse::Incomplete));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nBad Hea"), Ok(Parse::Incomplete));
-        assert_eq!(parse(b"\x16\x03\x01\x02\x00"), Ok(Parse::Incomplete));
+    fn syntax_errors_in_an_unterminated_line_are_reported_at_once() {
+        bad(b"GET / HTTP/9.9");
+        bad(b"GET / HTTP/1.1\r\nBad Hea");
+        bad(b"\x16\x03\x01\x02\x00");
+        // A line that can still become valid is not judged.
+        assert_eq!(parse(b"GET / HTTP/1."), Ok(Parse::Incomplete));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nGood-Hea"), Ok(Parse::Incomplete));
+        assert_eq!(parse(b"GET /caf\xc3"), Ok(Parse::Incomplete));
     }
 
     #[test]

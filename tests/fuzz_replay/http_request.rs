@@ -1,5 +1,7 @@
-//! The example HTTP server's request-head parser (`examples/http/request.rs`) on arbitrary
-//! bytes, checked against its documented rules and an independent scan for the head's end.
+//! The example HTTP server's request-head parser (`examples/http/request.rs`: httparse for
+//! the syntax, the server's own policy on top) on arbitrary bytes, checked against its
+//! documented rules and an independent scan for the head's end. The fuzz crate needs
+//! httparse as a dependency for this include, as the main crate has it as a dev-dependency.
 
 #[path = "../../examples/http/request.rs"]
 #[allow(dead_code)]
