@@ -431,6 +431,48 @@ fn http_garbage_gets_400_then_fin() {
     assert!(text.contains("Connection: close"), "{text}");
 }
 
+/// A request body in a transfer coding is something this server does not implement: 501
+/// (not 400: the request is well-formed), `Connection: close`, then FIN — after the answer to
+/// the request pipelined before it, and never an RST although the chunks keep coming.
+#[test]
+fn http_chunked_post_gets_501_then_fin_never_rst() {
+    let server = Server::start("http", &[]);
+    let mut s = peer(server.addr);
+    let mut req = get("/first");
+    req.extend_from_slice(
+        b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..64 {
+        req.extend_from_slice(b"400\r\n");
+        req.extend(std::iter::repeat_n(b'c', 0x400));
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).unwrap();
+    let mut pending = Vec::new();
+    assert_hello(&read_response(&mut s, &mut pending, false));
+    let r = read_response(&mut s, &mut pending, false);
+    assert_eq!(r.status(), "501", "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.body, b"Not Implemented\n");
+    assert!(pending.is_empty(), "nothing after the 501");
+    let (rest, ending) = read_to_end(&mut s);
+    assert_eq!((rest, ending), (Vec::new(), Ending::Fin));
+}
+
+/// HTTP/1.0 has no transfer codings: a `Transfer-Encoding` there is faulty framing, 400.
+#[test]
+fn http_1_0_with_transfer_encoding_gets_400_then_fin() {
+    let server = Server::start("http", &[]);
+    let mut s = peer(server.addr);
+    s.write_all(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .unwrap();
+    let (bytes, ending) = read_to_end(&mut s);
+    assert_eq!(ending, Ending::Fin);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+}
+
 #[test]
 fn http_oversized_header_gets_431_then_fin_never_rst() {
     let server = Server::start("http", &[]);

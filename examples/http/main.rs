@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use finwait::{Context, Event, Handler, ListenOptions, SocketId};
 
-use request::{Parse, ParseError, Request, Version};
+use request::{Parse, Request, Version};
 
 const HELP: &str = "\
 http — a minimal HTTP/1.1 server on finwait
@@ -56,8 +56,8 @@ USAGE: http [OPTIONS]
 
 Answers every GET with `200 Hello, World!`, HEAD with the same headers, other methods with
 405. Keep-alive and pipelining as in HTTP/1.1; HTTP/1.0 closes unless it asks for
-keep-alive. Malformed requests get 400, header sections over 8 KiB 431, then the connection
-ends.
+keep-alive. Malformed requests get 400, header sections over 8 KiB 431, request bodies in a
+transfer coding (Transfer-Encoding: chunked) 501, then the connection ends.
 
 OPTIONS:
   --listen HOST:PORT          address to listen on (default 127.0.0.1:0: a free port)
@@ -280,13 +280,9 @@ impl Server {
                     }
                 }
                 Err(e) => {
-                    let status = e.status();
-                    log::debug!("{id}: bad request head: {e:?}");
-                    let reason = match e {
-                        ParseError::BadRequest => "Bad Request",
-                        ParseError::HeadersTooLarge => "Request Header Fields Too Large",
-                    };
-                    let _ = cx.write_owned(id, error_response(status, reason));
+                    // 400, 431 or 501: either way the next request's start is unknown.
+                    log::debug!("{id}: request head refused: {e:?}");
+                    let _ = cx.write_owned(id, error_response(e.status(), e.reason()));
                     finish(cx, id, c);
                 }
             }
