@@ -55,6 +55,8 @@ pub struct Context {
     pub(crate) now: Instant,
     pub(crate) options: ReactorOptions,
     pub(crate) shutdown: ShutdownPhase,
+    /// The grace deadline of the running reactor-wide shutdown.
+    pub(crate) shutdown_timer: Option<crate::timers::TimerId>,
     /// Counters for operators; bytes of closed sockets only (live ones are added on read).
     pub(crate) stats: Stats,
 }
@@ -95,6 +97,7 @@ impl Context {
             now,
             options,
             shutdown: ShutdownPhase::Running,
+            shutdown_timer: None,
             registry,
             sockets: Table::default(),
             listeners: Table::default(),
@@ -202,7 +205,9 @@ impl Context {
     /// sockets' `close`).
     ///
     /// Not guaranteed: a handshake that completes between the last `accept` of that sweep
-    /// and the `close` itself (microseconds) is still reset by the kernel.
+    /// and the `close` itself (microseconds) is still reset by the kernel; and when the
+    /// process runs out of file descriptors during the sweep, what it could not take is reset
+    /// too (logged, and counted in [`Stats::accept_errors`](crate::Stats::accept_errors)).
     ///
     /// # Errors
     ///
@@ -571,7 +576,9 @@ impl Context {
     /// [`CloseReason::Deadline`](crate::CloseReason::Deadline)`(Shutdown)`. Once everything
     /// has closed, [`Handler::on_shutdown_complete`](crate::Handler::on_shutdown_complete)
     /// runs and [`Reactor::run`](crate::Reactor::run) returns. A second call while one is
-    /// running does nothing.
+    /// running does nothing; once it completed, the reactor may serve again (new listeners, new
+    /// connections) and be shut down again. On a reactor with nothing open it completes in
+    /// the next turn.
     ///
     /// ```no_run
     /// # fn f(cx: &mut finwait::Context) {
@@ -579,7 +586,7 @@ impl Context {
     /// # }
     /// ```
     pub fn shutdown(&mut self, grace: Duration) {
-        if self.shutdown != ShutdownPhase::Running {
+        if self.shutdown == ShutdownPhase::Draining {
             return;
         }
         self.shutdown = ShutdownPhase::Draining;
@@ -589,8 +596,10 @@ impl Context {
         for id in self.socket_ids() {
             self.request_finish(id);
         }
-        self.timers
-            .arm_deadline(TimerKey::Shutdown(None), later(self.now, grace));
+        self.shutdown_timer = Some(
+            self.timers
+                .arm_deadline(TimerKey::Shutdown(None), later(self.now, grace)),
+        );
     }
 
     /// Stops at once, without grace: every listener closes, every socket is destroyed

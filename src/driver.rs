@@ -18,15 +18,15 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::event::{Deadline, Event, ListenerEvent};
+use crate::event::{CloseReason, Deadline, Event, ListenerEvent};
 use crate::handler::Handler;
 use crate::id::{ListenerId, SocketId, TokenKind};
 use crate::listener::{Listener, ListenerAction, ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions};
 use crate::reactor::Reactor;
-use crate::socket::Slot;
 use crate::socket::machine::{Action, Actions, Conn, State};
 use crate::socket::write_queue::MAX_SLICES;
+use crate::socket::{FinishRequest, Slot};
 use crate::sys;
 
 /// What a timer is for.
@@ -222,6 +222,14 @@ impl Context {
                             slot.conn.bytes_read(),
                             slot.conn.bytes_written(),
                         );
+                        // An RST goes on the wire for `reset_and_destroy` and for a close
+                        // that dropped bytes — unless the peer's reset already closed the
+                        // connection in the kernel.
+                        if info.reason == CloseReason::LocalReset
+                            || (info.unsent > 0 && info.reason != CloseReason::PeerReset)
+                        {
+                            self.stats.resets_sent += 1;
+                        }
                     }
                     self.queue.push_back(Queued::Socket(id, event))
                 }
@@ -233,7 +241,6 @@ impl Context {
                     slot.conn.on_shutdown(result, &mut self.actions);
                 }
                 Action::Close { reset } => {
-                    self.stats.resets_sent += u64::from(reset);
                     if let Some(stream) = slot.stream.take() {
                         sys::close(stream, reset);
                     }
@@ -481,7 +488,11 @@ impl Context {
         listener: &TcpListener,
         options: &ListenOptions,
     ) {
-        let bound = (options.backlog as usize).saturating_add(SWEEP_SLACK);
+        // The real backlog of an adopted socket is unknown (`listen_std`): bound by the most
+        // any accept queue can hold here, not by `options.backlog`.
+        let bound = (options.backlog as usize)
+            .max(MAX_ACCEPT_QUEUE)
+            .saturating_add(SWEEP_SLACK);
         for _ in 0..bound {
             match sys::accept(listener) {
                 Ok(stream) => match self.adopt(stream, id, options) {
@@ -515,8 +526,9 @@ impl Context {
     pub(crate) fn request_finish(&mut self, id: SocketId) {
         if let Some(slot) = self.sockets.get_mut(id)
             && !slot.conn.is_destroyed()
+            && slot.finish == FinishRequest::None
         {
-            slot.finish_requested = true;
+            slot.finish = FinishRequest::Pending;
             self.schedule(id);
         }
     }
@@ -600,6 +612,9 @@ impl Context {
                 self.apply(id);
             }
             TimerKey::Shutdown(scope) => {
+                if scope.is_none() {
+                    self.shutdown_timer = None;
+                }
                 for id in self.socket_ids() {
                     let in_scope = match scope {
                         None => true,
@@ -652,6 +667,10 @@ pub(crate) const ACCEPT_BATCH: usize = 128;
 /// Connections a closing listener may take off its accept queue beyond its backlog (more can
 /// complete their handshake while the sweep runs).
 const SWEEP_SLACK: usize = 64;
+/// The most connections one accept queue can hold unless `net.core.somaxconn` was raised past
+/// its historical maximum (65535): the sweep's bound for listeners whose backlog it does not
+/// know.
+const MAX_ACCEPT_QUEUE: usize = 65_536;
 /// A turn that worked this long (from its poll's return to the next poll) is long.
 pub(crate) const LONG_TURN: Duration = Duration::from_millis(1);
 
@@ -745,9 +764,10 @@ impl Reactor {
         // A graceful shutdown asked this socket to finish: tell the program now that what
         // was waiting has been read (and still answerable).
         if let Ok(slot) = self.cx.slot_mut(id)
-            && std::mem::take(&mut slot.finish_requested)
+            && slot.finish == FinishRequest::Pending
             && !slot.conn.is_destroyed()
         {
+            slot.finish = FinishRequest::Delivered;
             self.deliver(handler);
             if self.cx.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
                 handler.on_shutdown_request(&mut self.cx, id);

@@ -149,7 +149,8 @@ impl Group {
         let mut listeners = Vec::with_capacity(options.reactors);
         let mut bound = addr;
         for _ in 0..options.reactors {
-            let l = sys::listen_std(bound, listen.backlog, listen.no_delay, true)?;
+            let l = sys::listen_std(bound, listen.backlog, listen.no_delay, true)
+                .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{bound}: {e}"))))?;
             bound = l.local_addr()?;
             listeners.push(l);
         }
@@ -185,11 +186,13 @@ impl Group {
                             return Err(e);
                         }
                     };
-                    let _ = ready_tx.send(Ok(waker));
+                    // Built before the caller hears "started": a `make` that panics fails
+                    // `listen` instead of leaving a member that never serves its listener.
                     let mut handler = make(Member {
                         index,
                         listener: id,
                     });
+                    let _ = ready_tx.send(Ok(waker));
                     reactor.run(&mut handler)?;
                     Ok(reactor.stats())
                 });

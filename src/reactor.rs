@@ -93,7 +93,8 @@ type Message = Box<dyn FnOnce(&mut Context) + Send>;
 
 struct WakerInner {
     waker: mio::Waker,
-    mailbox: Mutex<Vec<Message>>,
+    /// `None` once the reactor is dropped: calls sent then are dropped unrun.
+    mailbox: Mutex<Option<Vec<Message>>>,
 }
 
 impl std::fmt::Debug for Waker {
@@ -110,29 +111,48 @@ impl Waker {
 
     /// Runs `call` on the reactor's thread in its next turn, with its [`Context`] (before
     /// [`Handler::on_wake`]); the events it causes are delivered in that turn. Calls run in
-    /// the order they were sent. A call sent to a reactor that no longer runs is dropped
-    /// unrun.
+    /// the order they were sent. Calls still waiting when the reactor is dropped are dropped
+    /// unrun (with what they captured).
     ///
     /// # Errors
     ///
-    /// Only if the reactor's eventfd cannot be written (the call is queued regardless).
+    /// [`Error::Destroyed`](crate::Error::Destroyed) once the reactor is dropped (the call is
+    /// dropped unrun); an I/O error if the reactor's eventfd cannot be written (the call is
+    /// queued regardless).
     pub fn send(&self, call: impl FnOnce(&mut Context) + Send + 'static) -> Result<()> {
-        self.inner
-            .mailbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(call));
+        match &mut *self.lock() {
+            Some(mailbox) => mailbox.push(Box::new(call)),
+            None => return Err(crate::Error::Destroyed),
+        }
         self.wake()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Message>>> {
+        self.inner.mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take_messages(&self) -> Vec<Message> {
-        std::mem::take(&mut *self.inner.mailbox.lock().unwrap_or_else(|e| e.into_inner()))
+        self.lock().as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The reactor is gone: drop what waits, refuse what comes.
+    fn close(&self) {
+        let pending = self.lock().take();
+        drop(pending);
     }
 }
 
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor").field("cx", &self.cx).finish()
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        if let Some(waker) = &self.waker {
+            waker.close();
+        }
     }
 }
 
@@ -183,6 +203,11 @@ impl Reactor {
     /// A second signal during that shutdown stops at once: every socket is destroyed (RST
     /// where bytes were still queued), the listeners close, and `run` returns in that turn.
     /// Each is logged at `warn` level, the first with the number of open connections.
+    ///
+    /// Not undone: once registered, the process keeps handling SIGINT and SIGTERM this way
+    /// (signal-hook never restores a signal's default action), so after this reactor is gone
+    /// those signals no longer terminate the process. A program that lives on after its
+    /// reactor should exit by itself or install its own handling.
     pub fn shutdown_on_signals(&mut self, grace: Duration) -> Result<()> {
         let mut signals =
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
@@ -205,7 +230,7 @@ impl Reactor {
             self.waker = Some(Waker {
                 inner: Arc::new(WakerInner {
                     waker,
-                    mailbox: Mutex::new(Vec::new()),
+                    mailbox: Mutex::new(Some(Vec::new())),
                 }),
             });
         }
@@ -221,7 +246,8 @@ impl Reactor {
     /// listener, no socket, no queued event).
     pub fn run<H: Handler + ?Sized>(&mut self, handler: &mut H) -> Result<()> {
         self.cx.stopped = false;
-        while !self.cx.stopped && !self.is_idle() {
+        // A shutdown still to complete is work too: its completion runs in a turn.
+        while !self.cx.stopped && (!self.is_idle() || self.cx.shutdown == ShutdownPhase::Draining) {
             self.run_once(handler, None)?;
         }
         Ok(())
@@ -241,7 +267,8 @@ impl Reactor {
     ) -> Result<()> {
         let busy = !self.cx.ready.is_empty()
             || !self.cx.ready_listeners.is_empty()
-            || !self.cx.queue.is_empty();
+            || !self.cx.queue.is_empty()
+            || (self.cx.shutdown == ShutdownPhase::Draining && self.is_idle());
         // How long the last turn worked, from its poll's return to now: after a long one,
         // connections may have piled up in the backlogs and are accepted in a batch.
         let before_poll = self.cx.clock.now();
@@ -368,6 +395,9 @@ impl Reactor {
             && self.cx.listeners.is_empty()
         {
             self.cx.shutdown = ShutdownPhase::Complete;
+            if let Some(t) = self.cx.shutdown_timer.take() {
+                self.cx.timers.cancel(t);
+            }
             handler.on_shutdown_complete(&mut self.cx);
             self.deliver(handler);
             self.cx.stopped = true;

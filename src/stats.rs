@@ -29,7 +29,8 @@ pub struct Stats {
     pub connected: u64,
     /// Sockets closed, by reason: see [`closes`](Self::closes).
     closes: [u64; CLOSE_KINDS],
-    /// RSTs this reactor sent: `reset_and_destroy`, and closes that dropped queued bytes.
+    /// RSTs this reactor sent: `reset_and_destroy`, and closes that dropped queued bytes
+    /// (not counting closes after the peer's own reset, which send nothing).
     pub resets_sent: u64,
     /// Accept errors other than "nothing to accept" (out of fds included).
     pub accept_errors: u64,

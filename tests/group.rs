@@ -278,3 +278,15 @@ fn listen_and_connect_take_host_names() {
         .unwrap_err();
     assert!(err.io_kind().is_some(), "{err}");
 }
+
+#[test]
+fn a_member_whose_handler_cannot_be_built_fails_group_listen() {
+    let result = Group::listen("127.0.0.1:0", GroupOptions::new(3), |m: Member| {
+        assert!(m.index != 1, "member 1 cannot be built");
+        |_: &mut Context, _: SocketId, _: Event<'_>| {}
+    });
+    assert!(
+        result.is_err(),
+        "listen must fail, not leave a member that never serves"
+    );
+}

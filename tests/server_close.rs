@@ -234,3 +234,127 @@ fn a_connection_that_never_finishes_is_destroyed_when_the_grace_runs_out() {
     reactor.run(&mut h).unwrap();
     assert_no_live_socket(&reactor);
 }
+
+/// A listener adopted with `listen_std` has a backlog the reactor does not know (here 4096,
+/// systemd's default, against `ListenOptions`' 1024): the sweep still takes its whole queue.
+#[test]
+fn listen_std_sweep_takes_the_whole_queue_of_a_socket_with_a_larger_backlog() {
+    const QUEUED: usize = 1500;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(4096).unwrap();
+    let std_listener: std::net::TcpListener = socket.into();
+    let addr = std_listener.local_addr().unwrap();
+    let mut clients = queued_clients(addr, QUEUED);
+    let mut reactor = Reactor::new().unwrap();
+    let l = reactor
+        .listen_std(std_listener, ListenOptions::new())
+        .unwrap();
+    let mut h = echo();
+    reactor.close_listener(l).unwrap();
+    for s in &mut clients {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    run_until(&mut reactor, &mut h, |h, r| {
+        h.sockets().len() == QUEUED && h.all_closed() && r.live_listeners() == 0
+    });
+    assert_each_echoed_then_fin(clients);
+    assert_eq!(reactor.stats().swept, QUEUED as u64);
+}
+
+#[test]
+fn shutdown_of_an_idle_reactor_completes_and_the_reactor_can_serve_and_shut_down_again() {
+    let completions = std::rc::Rc::new(std::cell::Cell::new(0));
+    struct Counting(std::rc::Rc<std::cell::Cell<u32>>);
+    impl Handler for Counting {
+        fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+            if let Event::Data(bytes) = event {
+                let _ = cx.write(id, bytes);
+            }
+        }
+        fn on_shutdown_complete(&mut self, _: &mut Context) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let mut h = Counting(completions.clone());
+    let mut reactor = Reactor::new().unwrap();
+    reactor.shutdown(Duration::from_secs(600));
+    reactor.run(&mut h).unwrap();
+    assert_eq!(completions.get(), 1, "an idle reactor's shutdown completes");
+    // A second life: serve, then shut down again; the first grace timer is gone.
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let mut clients = queued_clients(addr, 3);
+    reactor.shutdown(Duration::from_secs(600));
+    for s in &mut clients {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    reactor.run(&mut h).unwrap();
+    assert_eq!(completions.get(), 2);
+    assert_each_echoed_then_fin(clients);
+    assert_no_live_socket(&reactor);
+}
+
+/// `shutdown_listener` and then the reactor's `shutdown`: each socket hears the request once.
+#[test]
+fn on_shutdown_request_runs_once_per_socket_across_two_shutdowns() {
+    struct Requests(Vec<SocketId>);
+    impl Handler for Requests {
+        fn on_event(&mut self, _: &mut Context, _: SocketId, _: Event<'_>) {}
+        fn on_shutdown_request(&mut self, _: &mut Context, id: SocketId) {
+            self.0.push(id); // and does not end it
+        }
+    }
+    let (mut reactor, l, addr) = server(ListenOptions::new());
+    let clients = queued_clients(addr, 3);
+    let mut h = Requests(Vec::new());
+    for _ in 0..20 {
+        reactor
+            .run_once(&mut h, Some(Duration::from_millis(5)))
+            .unwrap();
+    }
+    reactor
+        .shutdown_listener(l, Duration::from_secs(600))
+        .unwrap();
+    for _ in 0..5 {
+        reactor.run_once(&mut h, Some(Duration::ZERO)).unwrap();
+    }
+    reactor.shutdown(Duration::from_secs(600));
+    for _ in 0..5 {
+        reactor.run_once(&mut h, Some(Duration::ZERO)).unwrap();
+    }
+    let mut seen = h.0.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((h.0.len(), seen.len()), (3, 3), "{:?}", h.0);
+    reactor.stop_now();
+    reactor.run(&mut h).unwrap();
+    drop(clients);
+}
+
+#[test]
+fn waker_send_after_the_reactor_is_dropped_is_refused_and_drops_the_call() {
+    let mut reactor = Reactor::new().unwrap();
+    let waker = reactor.waker().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let early = tx.clone();
+    waker
+        .send(move |_| {
+            let _ = early.send(1);
+        })
+        .unwrap();
+    drop(reactor);
+    // The call that waited was dropped unrun (its sender with it), and new ones are refused.
+    assert!(matches!(
+        waker.send(move |_| {
+            let _ = tx.send(2);
+        }),
+        Err(finwait::Error::Destroyed)
+    ));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    );
+}

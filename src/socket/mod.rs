@@ -5,4 +5,4 @@ pub mod machine;
 mod slot;
 pub mod write_queue;
 
-pub(crate) use slot::Slot;
+pub(crate) use slot::{FinishRequest, Slot};

@@ -10,6 +10,16 @@ use crate::id::ListenerId;
 use crate::socket::machine::Conn;
 use crate::timers::{TimerId, Timers};
 
+/// A graceful shutdown's request that a socket finish (`Handler::on_shutdown_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FinishRequest {
+    None,
+    /// Asked; delivered at the socket's next service.
+    Pending,
+    /// Delivered: a later shutdown (the reactor's after its listener's) does not ask again.
+    Delivered,
+}
+
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) stream: Option<TcpStream>,
@@ -26,9 +36,9 @@ pub(crate) struct Slot {
     pub(crate) error_hint: bool,
     /// Already in the reactor's list of sockets to service this turn.
     pub(crate) scheduled: bool,
-    /// A graceful shutdown asked this socket to finish; the handler hears of it at the next
-    /// service.
-    pub(crate) finish_requested: bool,
+    /// Where a graceful shutdown's request to finish is: the handler hears of it once, at the
+    /// socket's next service.
+    pub(crate) finish: FinishRequest,
     /// The idle timer (`set_timeout`), if armed.
     pub(crate) idle: Option<TimerId>,
     /// The one deadline a state can have at a time (connect, FIN wait, linger).
@@ -46,7 +56,7 @@ impl Slot {
             read_closed: false,
             error_hint: false,
             scheduled: false,
-            finish_requested: false,
+            finish: FinishRequest::None,
             idle: None,
             deadline: None,
         }
