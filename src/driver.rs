@@ -754,17 +754,23 @@ impl Reactor {
         self.cx.flush(id);
         self.deliver(handler);
         self.read(id, handler);
+        // One lookup decides the rare cases below; a socket with neither pays only that.
+        let Ok(slot) = self.cx.slot(id) else {
+            return;
+        };
         // An error report that neither the flush nor the reads surfaced — the socket is
         // paused, past the peer's FIN, or had nothing to write — is acted on now, unless the
         // socket still has input to read first (over its budget: it is scheduled again, and
         // its data comes before the reset).
-        if self.cx.slot(id).is_ok_and(|s| !s.scheduled) {
+        let error_report = slot.error_hint && !slot.scheduled;
+        let finish = slot.finish == FinishRequest::Pending;
+        if error_report {
             self.cx.surface_pending_error(id);
         }
         // A graceful shutdown asked this socket to finish: tell the program now that what
         // was waiting has been read (and still answerable).
-        if let Ok(slot) = self.cx.slot_mut(id)
-            && slot.finish == FinishRequest::Pending
+        if finish
+            && let Ok(slot) = self.cx.slot_mut(id)
             && !slot.conn.is_destroyed()
         {
             slot.finish = FinishRequest::Delivered;

@@ -334,16 +334,18 @@ impl Reactor {
         }
         if let Some(grace) = signalled {
             if self.cx.is_shutting_down() {
+                let n = self.cx.socket_ids().len();
                 log::warn!(
-                    "signal received again: stopping now ({} connections destroyed)",
-                    self.cx.socket_ids().len()
+                    "signal received again: stopping now ({n} connection{} destroyed)",
+                    if n == 1 { "" } else { "s" }
                 );
                 self.cx.stop_now();
             } else {
+                let n = self.cx.socket_ids().len();
                 log::warn!(
-                    "signal received: shutting down, {} connections (grace {grace:?}); \
+                    "signal received: shutting down, {n} connection{} (grace {grace:?}); \
                      send it again to stop now",
-                    self.cx.socket_ids().len()
+                    if n == 1 { "" } else { "s" }
                 );
                 self.cx.shutdown(grace);
             }
