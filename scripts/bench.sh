@@ -8,7 +8,7 @@
 #   FINWAIT_BENCH_REACTORS=0 scripts/bench.sh      # only the peer comparison
 #   BENCH_MICRO=1 scripts/bench.sh   # also the criterion micro benches (hot_paths, timers)
 #
-# Every FINWAIT_BENCH_* variable of benches/macro_echo.rs passes through (for example
+# Every FINWAIT_BENCH_* variable of bench/benches/macro_echo.rs passes through (for example
 # FINWAIT_BENCH_SECONDS=10). The table goes to stdout and to $TARGET/macro_echo.md, the raw
 # JSON lines to $TARGET/macro_echo.jsonl. Respects CARGO_TARGET_DIR.
 set -euo pipefail
@@ -27,13 +27,15 @@ if ! perf stat -x , -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 \
     fi
 fi
 
-cargo build --release --example echo --example mio_echo --example tokio_echo --example loadgen
+# finwait's examples and the bench member's tokio_echo: one workspace, one target directory.
+cargo build --release -p finwait -p finwait-bench \
+    --example echo --example mio_echo --example loadgen --example tokio_echo
 
 mkdir -p "$target"
 json="$target/macro_echo.jsonl"
 : > "$json"
-FINWAIT_BENCH_JSON="$json" cargo bench --bench macro_echo | tee "$target/macro_echo.md"
+FINWAIT_BENCH_JSON="$json" cargo bench -p finwait-bench --bench macro_echo | tee "$target/macro_echo.md"
 
 if [ "${BENCH_MICRO:-0}" != 0 ]; then
-    cargo bench --bench hot_paths --bench timers
+    cargo bench -p finwait-bench --bench hot_paths --bench timers
 fi

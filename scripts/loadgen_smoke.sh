@@ -8,7 +8,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 profile="${1:-debug}"
 flag=()
 [ "$profile" = release ] && flag=(--release)
-cargo build "${flag[@]}" --example echo --example loadgen
+cd "$root"
+cargo build "${flag[@]}" -p finwait --example echo --example loadgen
 bin="$root/target/$profile/examples"
 [ -n "${CARGO_TARGET_DIR:-}" ] && bin="$CARGO_TARGET_DIR/$profile/examples"
 

@@ -1,7 +1,7 @@
 //! tokio_echo — a tokio echo server (current-thread runtime), for the benchmarks.
 //!
 //! ```text
-//! cargo run --release --example tokio_echo -- --listen 127.0.0.1:7000
+//! cargo run --release -p finwait-bench --example tokio_echo -- --listen 127.0.0.1:7000
 //! ```
 //!
 //! One task per connection: wait until readable, read into a 64 KiB buffer shared by all

@@ -2,7 +2,7 @@
 //! echo (`tokio_echo`), driven by `loadgen` (written on finwait's client API).
 //!
 //! ```text
-//! cargo build --release --examples && cargo bench --bench macro_echo
+//! cargo build --release --workspace --examples && cargo bench -p finwait-bench --bench macro_echo
 //! ```
 //!
 //! For every scenario and every server: a fresh server pinned to one CPU, loadgen pinned to
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         // `cargo bench` still runs the micro benchmarks after this one.
         println!(
             "macro_echo: skipped: {} not built in {}\nbuild them first (same CARGO_TARGET_DIR):\n  \
-             cargo build --release --examples\nor run scripts/bench.sh",
+             cargo build --release --workspace --examples\nor run scripts/bench.sh",
             missing.join(", "),
             examples.display()
         );
