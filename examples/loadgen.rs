@@ -33,13 +33,19 @@ SCENARIOS:
              close — for D seconds                             (default C = 50)
   idle       hold C idle connections, measure the server's memory per connection, close them
              all and check the server's fd count returns to its baseline (default C = 10000)
+  upload     one way: C connections each stream BYTES/C bytes of the pattern and end(); the
+             server is a sink that checks them and answers with the number of bytes that
+             matched (a decimal line), then closes             (default C = 4)
+  download   one way: C connections each read BYTES/C bytes of the pattern, checked, from a
+             source server to its FIN, then end()              (default C = 4)
 
 OPTIONS:
   --connect HOST:PORT     the echo server (required)
-  --scenario NAME         bulk | pingpong | churn | idle (required)
-  --connections C         connections (bulk, pingpong, idle) or workers (churn)
-  --bytes N               bulk: TOTAL bytes sent, split evenly across the connections
-                          (default 268435456 = 256 MiB)
+  --scenario NAME         bulk | pingpong | churn | idle | upload | download (required)
+  --connections C         connections (bulk, pingpong, idle, upload, download) or workers
+                          (churn)
+  --bytes N               bulk, upload, download: TOTAL bytes sent, split evenly across
+                          the connections (default 268435456 = 256 MiB)
   --duration-s D          pingpong, churn: measured seconds (default 5)
   --size N                pingpong, churn: message size in bytes (default 64)
   --source-ips N          churn: connect from N loopback addresses 127.0.0.1..N in turn
@@ -62,6 +68,8 @@ enum Scenario {
     PingPong,
     Churn,
     Idle,
+    Upload,
+    Download,
 }
 
 impl Scenario {
@@ -71,6 +79,8 @@ impl Scenario {
             Scenario::PingPong => "pingpong",
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::Upload => "upload",
+            Scenario::Download => "download",
         }
     }
 }
@@ -124,6 +134,8 @@ fn parse() -> Result<Option<Options>, String> {
                     "pingpong" => Scenario::PingPong,
                     "churn" => Scenario::Churn,
                     "idle" => Scenario::Idle,
+                    "upload" => Scenario::Upload,
+                    "download" => Scenario::Download,
                     other => return Err(format!("unknown scenario {other:?}")),
                 });
             }
@@ -179,6 +191,7 @@ fn main() -> ExitCode {
         Scenario::PingPong => pingpong(&o, &mut report),
         Scenario::Churn => churn(&o, &mut report),
         Scenario::Idle => idle(&o, fd_limit, &mut report),
+        Scenario::Upload | Scenario::Download => oneway(&o, &mut report),
     };
     if let Err(e) = result {
         eprintln!("loadgen: {e}");
@@ -988,6 +1001,21 @@ fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits until `pid`'s fd count has not changed for 100 ms (at most 5 s). A proxy holds two
+/// or more fds per connection, so its count passes baseline + N while it still accepts.
+fn settle_fds(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut last = fd_count(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fd_count(pid);
+        if now == last || Instant::now() >= until {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn idle(o: &Options, fd_limit: u64, r: &mut Report) -> Result<(), BoxError> {
     let n = o.connections.unwrap_or(10_000);
     r.int("connections", n as u64);
@@ -1033,7 +1061,7 @@ fn idle(o: &Options, fd_limit: u64, r: &mut Report) -> Result<(), BoxError> {
             eprintln!("loadgen: idle: the server did not accept all connections in 5 s");
             h.errors += 1;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        settle_fds(pid);
         let rss1 = rss_kib(pid).unwrap_or(rss0);
         r.int("server_rss_kib_before", rss0);
         r.int("server_rss_kib_after", rss1);
@@ -1067,6 +1095,156 @@ fn idle(o: &Options, fd_limit: u64, r: &mut Report) -> Result<(), BoxError> {
             h.errors += 1;
         }
     }
+    r.errors += h.errors;
+    Ok(())
+}
+
+// ---- one way: upload, download ----------------------------------------------------------
+
+struct OneWayConn {
+    sent: u64,
+    received: u64,
+    ended: bool,
+    /// upload: the sink's answer (a decimal count and a newline).
+    reply: Vec<u8>,
+}
+
+/// `upload` streams the pattern to a sink (the sink checks it and answers with the count
+/// that matched); `download` reads the pattern from a source to its FIN and checks it here.
+struct OneWay {
+    upload: bool,
+    per_conn: u64,
+    pattern: Vec<u8>,
+    conns: Table<OneWayConn>,
+    closed: usize,
+    /// Bytes checked: counted by the sink (upload) or matched here (download).
+    checked: u64,
+    errors: u64,
+}
+
+impl OneWay {
+    /// Writes until the queue is over the high-water mark (then `Drain` resumes) or all is
+    /// written, then ends.
+    fn pump(&mut self, cx: &mut Context, id: SocketId) {
+        let Some(c) = self.conns.get(id) else { return };
+        while c.sent < self.per_conn {
+            let off = (c.sent % PERIOD as u64) as usize;
+            let len = (self.per_conn - c.sent).min(CHUNK as u64) as usize;
+            match cx.write(id, &self.pattern[off..off + len]) {
+                Ok(below) => {
+                    c.sent += len as u64;
+                    if !below {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadgen: upload {id}: write: {e}");
+                    self.errors += 1;
+                    let _ = cx.destroy(id);
+                    return;
+                }
+            }
+        }
+        if c.sent == self.per_conn && !c.ended {
+            c.ended = true;
+            if let Err(e) = cx.end(id) {
+                eprintln!("loadgen: upload {id}: end: {e}");
+                self.errors += 1;
+            }
+        }
+    }
+}
+
+impl Handler for OneWay {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        match event {
+            Event::Connect | Event::Drain if self.upload => self.pump(cx, id),
+            Event::Data(bytes) => {
+                let Some(c) = self.conns.get(id) else { return };
+                let ok = if self.upload {
+                    c.reply.extend_from_slice(bytes);
+                    c.reply.len() <= 32
+                } else {
+                    let off = (c.received % PERIOD as u64) as usize;
+                    let ok = c.received + bytes.len() as u64 <= self.per_conn
+                        && bytes.len() <= CHUNK
+                        && bytes == &self.pattern[off..off + bytes.len()];
+                    c.received += bytes.len() as u64;
+                    ok
+                };
+                if !ok {
+                    eprintln!("loadgen: oneway {id}: unexpected bytes from the server");
+                    self.errors += 1;
+                    let _ = cx.destroy(id);
+                }
+            }
+            Event::Error(e) => {
+                eprintln!("loadgen: oneway {id}: {e}");
+                self.errors += 1;
+            }
+            Event::Close(info) => {
+                self.closed += 1;
+                let Some(c) = self.conns.remove(id) else {
+                    return;
+                };
+                let got = if self.upload {
+                    std::str::from_utf8(&c.reply)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                } else {
+                    Some(c.received)
+                };
+                if info.reason == CloseReason::Graceful && got == Some(self.per_conn) {
+                    self.checked += self.per_conn;
+                } else {
+                    eprintln!(
+                        "loadgen: oneway {id}: closed {:?} with {got:?} of {} bytes checked",
+                        info.reason, self.per_conn
+                    );
+                    self.errors += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn oneway(o: &Options, r: &mut Report) -> Result<(), BoxError> {
+    let c = o.connections.unwrap_or(4);
+    let per_conn = o.bytes / c as u64;
+    r.int("connections", c as u64);
+    r.int("bytes", per_conn * c as u64);
+    let mut reactor = Reactor::new()?;
+    let mut h = OneWay {
+        upload: o.scenario == Scenario::Upload,
+        per_conn,
+        pattern: pattern(),
+        conns: Table::new(),
+        closed: 0,
+        checked: 0,
+        errors: 0,
+    };
+    let meter = CpuMeter::start(o.server_pid);
+    for _ in 0..c {
+        let id = reactor.connect(o.connect, ConnectOptions::new())?;
+        let conn = OneWayConn {
+            sent: 0,
+            received: 0,
+            ended: false,
+            reply: Vec::new(),
+        };
+        h.conns.insert(id, conn);
+    }
+    let deadline = Instant::now() + o.timeout;
+    let finished = drive(&mut reactor, &mut h, deadline, |_, h| h.closed == c)?;
+    let used = meter.stop();
+    if !finished {
+        eprintln!("loadgen: oneway: timed out with {} of {c} closed", h.closed);
+        h.errors += 1;
+    }
+    let g = gib(h.checked);
+    used.report(r, g, "GiB");
+    r.num("gib_per_s", g / used.seconds);
     r.errors += h.errors;
     Ok(())
 }
