@@ -142,7 +142,7 @@ fn run(target: &str) -> Result<(), String> {
         out: std::io::stdout().lock(),
         error: None,
     };
-    reactor.run(&mut client).map_err(|e| e.to_string())?;
+    reactor.serve(&mut client).map_err(|e| e.to_string())?;
     match client.error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -202,7 +202,7 @@ impl Client {
 }
 
 impl Handler for Client {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect => {
                 self.connected = true;

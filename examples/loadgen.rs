@@ -579,7 +579,7 @@ impl Bulk {
 }
 
 impl Handler for Bulk {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect | Event::Drain => self.pump(cx, id),
             Event::Data(bytes) => {
@@ -724,7 +724,7 @@ impl PingPong {
 }
 
 impl Handler for PingPong {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect => self.ids.push(id),
             Event::Data(bytes) => {
@@ -806,7 +806,7 @@ fn pingpong(o: &Options, r: &mut Report) -> Result<(), BoxError> {
     }
     let meter = CpuMeter::start(o.server_pid);
     for id in std::mem::take(&mut h.ids) {
-        h.send(&mut reactor, id);
+        h.send(reactor.context_mut(), id);
     }
     let stop_at = Instant::now() + o.duration;
     drive(&mut reactor, &mut h, stop_at, |_, h| h.closed > 0)?;
@@ -864,7 +864,7 @@ impl Churn {
 }
 
 impl Handler for Churn {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect => {
                 if let Err(e) = cx.end_with(id, &self.message) {
@@ -928,7 +928,7 @@ fn churn(o: &Options, r: &mut Report) -> Result<(), BoxError> {
     };
     let meter = CpuMeter::start(o.server_pid);
     for _ in 0..k {
-        h.start(&mut reactor);
+        h.start(reactor.context_mut());
     }
     let stop_at = Instant::now() + o.duration;
     drive(&mut reactor, &mut h, stop_at, |_, h| h.active == 0)?;
@@ -957,7 +957,7 @@ struct Idle {
 }
 
 impl Handler for Idle {
-    fn on_event(&mut self, _cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, _cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect => {
                 self.open += 1;
@@ -1071,7 +1071,7 @@ fn idle(o: &Options, fd_limit: u64, r: &mut Report) -> Result<(), BoxError> {
         );
     }
     for id in std::mem::take(&mut h.ids) {
-        if let Err(e) = reactor.end(id) {
+        if let Err(e) = reactor.context_mut().end(id) {
             eprintln!("loadgen: idle {id}: end: {e}");
             h.errors += 1;
         }

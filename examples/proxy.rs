@@ -15,11 +15,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use finwait::{CloseInfo, CloseReason, ConnectOptions, Context, Event, ListenOptions, SocketId};
+use finwait::{
+    CloseInfo, CloseReason, ConnectOptions, Context, Event, Handler, ListenOptions, SocketId,
+};
 
 const HELP: &str = "\
 proxy — a TCP proxy on finwait
@@ -60,21 +61,33 @@ fn main() -> ExitCode {
     common::main("proxy", HELP, parse, serve)
 }
 
-/// Both halves of every live pair, each keyed by its own id and naming the other.
-struct Proxy {
-    upstream: SocketAddr,
-    pairs: HashMap<SocketId, SocketId>,
+/// Each socket's attachment: the other half of its pair (`None` once that is gone).
+#[derive(Default)]
+struct Side {
+    partner: Option<SocketId>,
 }
 
-impl Proxy {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+struct Proxy {
+    upstream: SocketAddr,
+}
+
+impl Handler<Side> for Proxy {
+    fn on_event(
+        &mut self,
+        cx: &mut Context<Side>,
+        id: SocketId,
+        side: &mut Side,
+        event: Event<'_>,
+    ) {
         match event {
             Event::Accepted(_) => {
                 let options = ConnectOptions::new().allow_half_open(true);
                 match cx.connect(self.upstream, options) {
                     Ok(up) => {
-                        self.pairs.insert(id, up);
-                        self.pairs.insert(up, id);
+                        side.partner = Some(up);
+                        if let Ok(up_side) = cx.attachment_mut(up) {
+                            up_side.partner = Some(id);
+                        }
                     }
                     Err(e) => {
                         // Not a network outcome (those arrive as events) but a local failure
@@ -85,7 +98,7 @@ impl Proxy {
                 }
             }
             Event::Data(bytes) => {
-                let Some(&other) = self.pairs.get(&id) else {
+                let Some(other) = side.partner else {
                     return;
                 };
                 // While the upstream is still connecting, finwait queues the write and sends
@@ -99,22 +112,25 @@ impl Proxy {
                 }
             }
             Event::Drain => {
-                if let Some(&other) = self.pairs.get(&id) {
+                if let Some(other) = side.partner {
                     let _ = cx.resume(other);
                 }
             }
             Event::End => {
                 // The peer finished sending; pass the FIN on. finwait sends it after every
                 // byte already queued on the other side, so no data overtakes it.
-                if let Some(&other) = self.pairs.get(&id) {
+                if let Some(other) = side.partner {
                     let _ = cx.end(other);
                 }
             }
             Event::Close(info) => {
-                let Some(other) = self.pairs.remove(&id) else {
+                let Some(other) = side.partner.take() else {
                     return;
                 };
-                self.pairs.remove(&other);
+                // The partner outlives this side: it must not act on it any more.
+                if let Ok(other_side) = cx.attachment_mut(other) {
+                    other_side.partner = None;
+                }
                 on_close(cx, id, other, info);
             }
             _ => {}
@@ -123,7 +139,7 @@ impl Proxy {
 }
 
 /// One side of a pair closed while the other (`other`) may still be live.
-fn on_close(cx: &mut Context, id: SocketId, other: SocketId, info: CloseInfo) {
+fn on_close(cx: &mut Context<Side>, id: SocketId, other: SocketId, info: CloseInfo) {
     let broken = info.had_error
         || matches!(info.reason, CloseReason::PeerReset | CloseReason::Error)
         // Bytes meant for this side's peer were dropped (a FIN-wait deadline on a peer
@@ -166,12 +182,6 @@ fn serve((server, upstream): (common::Server, String)) -> finwait::Result<()> {
     common::serve(
         &server,
         ListenOptions::new().allow_half_open(true),
-        move || {
-            let mut proxy = Proxy {
-                upstream,
-                pairs: HashMap::new(),
-            };
-            move |cx: &mut Context, id: SocketId, event: Event<'_>| proxy.on_event(cx, id, event)
-        },
+        move || Proxy { upstream },
     )
 }

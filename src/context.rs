@@ -26,13 +26,20 @@ use crate::sys;
 use crate::table::Table;
 use crate::timers::{Clock, Timers};
 
-/// The reactor's state that handlers act on: sockets, listeners, the event queue.
+/// The reactor's state that handlers act on: sockets, listeners, the event queue, and each
+/// socket's attachment.
+///
+/// `A` is the type of the **attachment**: the value a program keeps with each socket (its
+/// per-connection state — a parser, a peer's id, counters), created with `A::default()` when
+/// the socket is accepted or connected, handed to the handler beside every event of that
+/// socket (no lookup by the program), and dropped with the socket's `Close`. `()` — the
+/// default — stores nothing. See [`attachment_mut`](Self::attachment_mut) and
+/// [`Handler`](crate::Handler).
 ///
 /// Every method taking an id checks it: an id whose socket was reclaimed gives
 /// [`Error::StaleId`]; a socket destroyed earlier in the same batch gives
 /// [`Error::Destroyed`]. Nothing here panics on a bad id.
-#[derive(Debug)]
-pub struct Context {
+pub struct Context<A = ()> {
     pub(crate) registry: Registry,
     pub(crate) sockets: Table<SocketId, Slot>,
     pub(crate) listeners: Table<ListenerId, ListenerSlot>,
@@ -59,6 +66,23 @@ pub struct Context {
     pub(crate) shutdown_timer: Option<crate::timers::TimerId>,
     /// Counters for operators; bytes of closed sockets only (live ones are added on read).
     pub(crate) stats: Stats,
+    /// Each socket's attachment, at its slot's index; `None` until first used, and again once
+    /// the socket is closed or its attachment is lent to the handler.
+    pub(crate) attachments: Vec<Option<A>>,
+    /// The socket whose attachment the handler is holding right now.
+    pub(crate) lent: Option<SocketId>,
+}
+
+impl<A> std::fmt::Debug for Context<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("sockets", &self.sockets.len())
+            .field("listeners", &self.listeners.len())
+            .field("queued_events", &self.queue.len())
+            .field("shutdown", &self.shutdown)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Resolves what a program wrote (`"127.0.0.1:7000"`, `"localhost:7000"`, a `SocketAddr`,
@@ -84,14 +108,16 @@ fn address_error(addr: SocketAddr, e: std::io::Error) -> Error {
     Error::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}")))
 }
 
-impl Context {
+impl<A> Context<A> {
     pub(crate) fn new(
         registry: Registry,
         clock: Box<dyn Clock>,
         options: ReactorOptions,
-    ) -> Context {
+    ) -> Context<A> {
         let now = clock.now();
         Context {
+            attachments: Vec::new(),
+            lent: None,
             timers: Timers::new(),
             clock,
             now,
@@ -111,6 +137,41 @@ impl Context {
             stopped: false,
             stats: Stats::default(),
         }
+    }
+
+    // ---- attachments -----------------------------------------------------------------------
+
+    /// Takes socket `id`'s attachment to hand it to the handler (`A::default()` the first
+    /// time). A zero-sized attachment — `()` — costs nothing here.
+    pub(crate) fn lend(&mut self, id: SocketId) -> A
+    where
+        A: Default,
+    {
+        if std::mem::size_of::<A>() == 0 {
+            return A::default();
+        }
+        self.lent = Some(id);
+        self.attachments
+            .get_mut(id.index())
+            .and_then(Option::take)
+            .unwrap_or_default()
+    }
+
+    /// Puts back what [`lend`](Self::lend) took, or drops it if the event was the socket's
+    /// `Close`.
+    pub(crate) fn give_back(&mut self, id: SocketId, attachment: A, closed: bool) {
+        if std::mem::size_of::<A>() == 0 {
+            return;
+        }
+        self.lent = None;
+        if closed {
+            return;
+        }
+        let index = id.index();
+        if self.attachments.len() <= index {
+            self.attachments.resize_with(index + 1, || None);
+        }
+        self.attachments[index] = Some(attachment);
     }
 
     // ---- listeners -----------------------------------------------------------------------
@@ -250,13 +311,14 @@ impl Context {
     /// not an error of this call: it arrives as `Error` + `Close` events.
     ///
     /// ```no_run
-    /// use finwait::{ConnectOptions, Context, Event, Reactor, SocketId};
+    /// use finwait::{ConnectOptions, Event, Reactor};
     ///
     /// let mut reactor = Reactor::new()?;
     /// let id = reactor.connect("127.0.0.1:7000", ConnectOptions::new())?;
-    /// reactor.write(id, b"hello\n")?; // queued until the connect completes
-    /// reactor.end(id)?; // then FIN, after those bytes
-    /// reactor.run(&mut |_: &mut Context, _: SocketId, event: Event<'_>| match event {
+    /// let cx = reactor.context_mut();
+    /// cx.write(id, b"hello\n")?; // queued until the connect completes
+    /// cx.end(id)?; // then FIN, after those bytes
+    /// reactor.run(&mut |_, _, event| match event {
     ///     Event::Data(bytes) => print!("{}", String::from_utf8_lossy(bytes)),
     ///     Event::Error(e) => eprintln!("{e}"), // refused, reset, ...
     ///     _ => {}
@@ -440,6 +502,66 @@ impl Context {
     /// Enables TCP keep-alive probes after `idle` without traffic, or disables them (`None`).
     pub fn set_keep_alive(&mut self, id: SocketId, idle: Option<Duration>) -> Result<()> {
         Ok(sys::set_keep_alive(self.stream(id)?, idle)?)
+    }
+
+    /// Socket `id`'s attachment (see [`Context`]): for setting up a socket the program
+    /// created — an outgoing connection that must know its partner — or for reaching another
+    /// socket's state from a handler. The socket an event is about gets its own attachment
+    /// as the handler's argument instead; asking for it here fails.
+    ///
+    /// ```no_run
+    /// use finwait::{ConnectOptions, Context, Event, Handler, SocketId};
+    ///
+    /// /// Each socket of a proxy knows its partner.
+    /// #[derive(Default)]
+    /// struct Side {
+    ///     partner: Option<SocketId>,
+    /// }
+    ///
+    /// struct Proxy;
+    /// impl Handler<Side> for Proxy {
+    ///     fn on_event(&mut self, cx: &mut Context<Side>, id: SocketId, side: &mut Side, event: Event<'_>) {
+    ///         match event {
+    ///             Event::Accepted(_) => {
+    ///                 if let Ok(up) = cx.connect("127.0.0.1:8080", ConnectOptions::new()) {
+    ///                     side.partner = Some(up);
+    ///                     // The new socket's attachment, set before its first event.
+    ///                     if let Ok(up_side) = cx.attachment_mut(up) {
+    ///                         up_side.partner = Some(id);
+    ///                     }
+    ///                 }
+    ///             }
+    ///             Event::Data(bytes) => {
+    ///                 if let Some(partner) = side.partner {
+    ///                     let _ = cx.write(partner, bytes);
+    ///                 }
+    ///             }
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleId`] for an unknown id, [`Error::Destroyed`] once the socket is
+    /// destroyed (its `Close` gets the attachment), [`Error::AttachmentInUse`] for the socket
+    /// the running handler call is about.
+    pub fn attachment_mut(&mut self, id: SocketId) -> Result<&mut A>
+    where
+        A: Default,
+    {
+        if self.slot(id)?.conn.is_destroyed() {
+            return Err(Error::Destroyed);
+        }
+        if self.lent == Some(id) {
+            return Err(Error::AttachmentInUse);
+        }
+        let index = id.index();
+        if self.attachments.len() <= index {
+            self.attachments.resize_with(index + 1, || None);
+        }
+        Ok(self.attachments[index].get_or_insert_with(A::default))
     }
 
     // ---- sockets: facts ------------------------------------------------------------------

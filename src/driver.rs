@@ -66,7 +66,7 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
 
 // ---- lookups ------------------------------------------------------------------------------
 
-impl Context {
+impl<A> Context<A> {
     pub(crate) fn slot(&self, id: SocketId) -> Result<&Slot> {
         self.sockets.get(id).ok_or(Error::StaleId)
     }
@@ -90,7 +90,7 @@ impl Context {
 
 // ---- creating sockets and listeners -------------------------------------------------------
 
-impl Context {
+impl<A> Context<A> {
     /// Registers a listening socket (level-triggered, see `sys::register_listener`) and gives
     /// it a machine.
     pub(crate) fn adopt_listener(
@@ -189,7 +189,7 @@ impl Context {
 
 // ---- socket inputs and actions ------------------------------------------------------------
 
-impl Context {
+impl<A> Context<A> {
     /// Gives one input to a socket's machine and carries out the actions it produced.
     pub(crate) fn drive(
         &mut self,
@@ -397,7 +397,7 @@ impl Context {
 
 // ---- listener inputs and actions ----------------------------------------------------------
 
-impl Context {
+impl<A> Context<A> {
     /// Gives one input to a listener's machine and carries out the actions it produced.
     pub(crate) fn drive_listener(
         &mut self,
@@ -586,7 +586,7 @@ impl Context {
 
 // ---- timers and reclaim -------------------------------------------------------------------
 
-impl Context {
+impl<A> Context<A> {
     /// Handles a timer that came due.
     pub(crate) fn on_timer(&mut self, key: TimerKey) {
         match key {
@@ -646,6 +646,10 @@ impl Context {
     pub(crate) fn reclaim(&mut self) {
         for id in self.reclaim.drain(..) {
             self.sockets.remove(id);
+            // Set after the socket's `Close` (by `attachment_mut`): gone with it.
+            if let Some(attachment) = self.attachments.get_mut(id.index()) {
+                *attachment = None;
+            }
         }
         for id in self.reclaim_listeners.drain(..) {
             self.listeners.remove(id);
@@ -674,7 +678,7 @@ const MAX_ACCEPT_QUEUE: usize = 65_536;
 /// A turn that worked this long (from its poll's return to the next poll) is long.
 pub(crate) const LONG_TURN: Duration = Duration::from_millis(1);
 
-impl Reactor {
+impl<A: Default> Reactor<A> {
     /// Accepts up to `limit` connections: one, or [`ACCEPT_BATCH`] after a long turn. The
     /// listener is level-triggered: if more wait, the next poll reports it again, so short
     /// turns make no `accept` that only returns `EAGAIN`. While the machine must leave
@@ -741,7 +745,7 @@ impl Reactor {
     }
 
     /// Services one socket: completes a connect, flushes, reads.
-    pub(crate) fn service<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+    pub(crate) fn service<H: Handler<A> + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
         let Ok(slot) = self.cx.slot_mut(id) else {
             return;
         };
@@ -776,7 +780,9 @@ impl Reactor {
             slot.finish = FinishRequest::Delivered;
             self.deliver(handler);
             if self.cx.slot(id).is_ok_and(|s| !s.conn.is_destroyed()) {
-                handler.on_shutdown_request(&mut self.cx, id);
+                let mut attachment = self.cx.lend(id);
+                handler.on_shutdown_request(&mut self.cx, id, &mut attachment);
+                self.cx.give_back(id, attachment, false);
             }
             self.deliver(handler);
         }
@@ -807,7 +813,7 @@ impl Reactor {
 
     /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
     /// from the shared buffer, after any event queued before it.
-    fn read<H: Handler + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+    fn read<H: Handler<A> + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
         let mut budget = self.cx.options.read_budget;
         loop {
             let cx = &mut self.cx;
@@ -852,7 +858,10 @@ impl Reactor {
                     }
                     if slot.conn.on_read(n) {
                         self.deliver(handler);
-                        handler.on_event(&mut self.cx, id, Event::Data(&self.read_buf[..n]));
+                        let mut attachment = self.cx.lend(id);
+                        let data = Event::Data(&self.read_buf[..n]);
+                        handler.on_event(&mut self.cx, id, &mut attachment, data);
+                        self.cx.give_back(id, attachment, false);
                         self.deliver(handler);
                     }
                 }

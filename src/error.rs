@@ -37,6 +37,11 @@ pub enum Error {
         /// The socket's bound.
         limit: usize,
     },
+    /// [`Context::attachment_mut`](crate::Context::attachment_mut) was asked for the
+    /// attachment of the socket the running handler call is about: the handler already holds
+    /// it, as its `attachment` argument.
+    #[error("the socket's attachment is lent to the running handler call")]
+    AttachmentInUse,
     /// An option value that cannot work (for example a zero backlog).
     #[error("invalid option: {0}")]
     InvalidOption(&'static str),

@@ -117,12 +117,15 @@ pub struct Member {
 /// # Ok::<(), finwait::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct Group {
+pub struct Group<A: 'static = ()> {
     addr: SocketAddr,
-    members: Vec<(Waker, Option<JoinHandle<Result<Stats>>>)>,
+    members: Vec<(Waker<A>, Option<ReactorThread>)>,
 }
 
-impl Group {
+/// A member's thread: it returns the reactor's counters once the reactor stops.
+type ReactorThread = JoinHandle<Result<Stats>>;
+
+impl<A: Default + 'static> Group<A> {
     /// Binds `addr` (an address or `"host:port"`, resolved once, first address) once per
     /// reactor (port 0: the first listener picks a free port, the others join it) and starts the reactors, each on its own thread, each running the
     /// handler `make` builds for it there.
@@ -131,10 +134,14 @@ impl Group {
     ///
     /// [`Error::InvalidOption`] for zero reactors; the first bind, thread or reactor error
     /// (nothing is left running then).
-    pub fn listen<F, H>(addr: impl ToSocketAddrs, options: GroupOptions, make: F) -> Result<Group>
+    pub fn listen<F, H>(
+        addr: impl ToSocketAddrs,
+        options: GroupOptions,
+        make: F,
+    ) -> Result<Group<A>>
     where
         F: Fn(Member) -> H + Send + Sync + 'static,
-        H: Handler + 'static,
+        H: Handler<A> + 'static,
     {
         if options.reactors == 0 {
             return Err(Error::InvalidOption("a group needs at least one reactor"));
@@ -160,7 +167,7 @@ impl Group {
             members: Vec::with_capacity(options.reactors),
         };
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker>>();
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
             let make = Arc::clone(&make);
             let listen = listen.clone();
             let reactor_options = options.reactor.clone();
@@ -169,7 +176,7 @@ impl Group {
                 .name(format!("finwait-{index}"))
                 .spawn(move || -> Result<Stats> {
                     let started = (|| {
-                        let mut reactor = Reactor::with_options(reactor_options)?;
+                        let mut reactor = Reactor::<A>::with_attachment(reactor_options)?;
                         let id = reactor.listen_std(listener, listen)?;
                         if let Some(grace) = signals {
                             reactor.shutdown_on_signals(grace)?;
@@ -193,7 +200,7 @@ impl Group {
                         listener: id,
                     });
                     let _ = ready_tx.send(Ok(waker));
-                    reactor.run(&mut handler)?;
+                    reactor.serve(&mut handler)?;
                     Ok(reactor.stats())
                 });
             let started = spawned
@@ -219,7 +226,9 @@ impl Group {
         }
         Ok(group)
     }
+}
 
+impl<A: 'static> Group<A> {
     /// The address every reactor listens on (with the port chosen for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -236,7 +245,7 @@ impl Group {
     }
 
     /// The [`Waker`] of reactor `index`: wake it, or send it calls to run on its thread.
-    pub fn waker(&self, index: usize) -> Option<&Waker> {
+    pub fn waker(&self, index: usize) -> Option<&Waker<A>> {
         self.members.get(index).map(|(w, _)| w)
     }
 
@@ -246,7 +255,7 @@ impl Group {
     /// of them completed.
     pub fn shutdown(&self, grace: Duration) {
         for (waker, _) in &self.members {
-            let _ = waker.send(move |cx: &mut Context| cx.shutdown(grace));
+            let _ = waker.send(move |cx: &mut Context<A>| cx.shutdown(grace));
         }
     }
 
@@ -262,7 +271,7 @@ impl Group {
         let (waker, _) = self.members.get(index).ok_or(Error::InvalidOption(
             "no reactor with that index in the group",
         ))?;
-        waker.send(move |cx: &mut Context| cx.shutdown(grace))
+        waker.send(move |cx: &mut Context<A>| cx.shutdown(grace))
     }
 
     /// Waits until every reactor has returned — after a [`shutdown`](Self::shutdown), a
@@ -293,7 +302,7 @@ impl Group {
     /// Stops every started reactor without grace (a failed start).
     fn stop_now(&mut self) {
         for (waker, thread) in &mut self.members {
-            let _ = waker.send(|cx: &mut Context| {
+            let _ = waker.send(|cx: &mut Context<A>| {
                 for id in cx.socket_ids() {
                     let _ = cx.destroy(id);
                 }
@@ -309,7 +318,7 @@ impl Group {
     }
 }
 
-impl Drop for Group {
+impl<A: 'static> Drop for Group<A> {
     /// A group dropped without [`join`](Group::join) shuts down gracefully (5 s of grace)
     /// and waits for its reactors, so no thread outlives it.
     fn drop(&mut self) {

@@ -7,27 +7,48 @@ use crate::id::{ListenerId, SocketId};
 /// Receives every event of a reactor. Each call gets the [`Context`] to act on any socket;
 /// what it does takes effect in the loop and its own events come after the call returns.
 ///
-/// A closure `FnMut(&mut Context, SocketId, Event)` is a handler that ignores listener events:
+/// `A` is the per-socket **attachment** (see [`Context`]): every socket event comes with the
+/// socket's own, as `&mut A` — state kept with the socket, no lookup. A handler that needs
+/// none uses the default `()` and ignores that argument.
 ///
 /// ```no_run
-/// use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
+/// use finwait::{Context, Event, Handler, ListenOptions, Reactor, ReactorOptions, SocketId};
 ///
-/// let mut reactor = Reactor::new()?;
-/// reactor.listen("127.0.0.1:0", ListenOptions::new())?;
-/// // An echo server.
-/// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
-///     if let Event::Data(bytes) = event {
-///         let _ = cx.write(id, bytes);
+/// /// A line counter per connection: the attachment.
+/// #[derive(Default)]
+/// struct Lines {
+///     seen: u64,
+/// }
+///
+/// struct Counter;
+/// impl Handler<Lines> for Counter {
+///     fn on_event(&mut self, cx: &mut Context<Lines>, id: SocketId, lines: &mut Lines, event: Event<'_>) {
+///         match event {
+///             Event::Data(bytes) => lines.seen += bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+///             Event::End => {
+///                 let _ = cx.end_with(id, format!("{} lines\n", lines.seen).as_bytes());
+///             }
+///             _ => {}
+///         }
 ///     }
-/// })?;
+/// }
+///
+/// let mut reactor = Reactor::<Lines>::with_attachment(ReactorOptions::default())?;
+/// reactor.listen("127.0.0.1:0", ListenOptions::new().allow_half_open(true))?;
+/// reactor.serve(&mut Counter)?;
 /// # Ok::<(), finwait::Error>(())
 /// ```
-pub trait Handler {
-    /// One socket event. See [`Event`] for the order guarantees.
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>);
+///
+/// A closure `FnMut(&mut Context<A>, SocketId, Event)` is a handler that ignores
+/// attachments and listener events; [`Reactor::run`](crate::Reactor::run) takes one without
+/// type annotations.
+pub trait Handler<A = ()> {
+    /// One socket event, with the socket's attachment. See [`Event`] for the order
+    /// guarantees; the attachment is dropped after the socket's `Close`.
+    fn on_event(&mut self, cx: &mut Context<A>, id: SocketId, attachment: &mut A, event: Event<'_>);
 
     /// One listener event. The default ignores them.
-    fn on_listener_event(&mut self, cx: &mut Context, id: ListenerId, event: ListenerEvent) {
+    fn on_listener_event(&mut self, cx: &mut Context<A>, id: ListenerId, event: ListenerEvent) {
         let _ = (cx, id, event);
     }
 
@@ -46,41 +67,47 @@ pub trait Handler {
     /// ```no_run
     /// use finwait::{Context, Event, Handler, SocketId};
     ///
-    /// struct Server { /* per-connection state */ }
-    /// impl Handler for Server {
-    ///     fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    /// #[derive(Default)]
+    /// struct Request { answering: bool }
+    ///
+    /// struct Server;
+    /// impl Handler<Request> for Server {
+    ///     fn on_event(&mut self, cx: &mut Context<Request>, id: SocketId, request: &mut Request, event: Event<'_>) {
     ///         // ... answer requests; while `cx.is_shutting_down()`, answer with
     ///         // `Connection: close` and `end` after the answer.
     ///     }
-    ///     fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
-    ///         // Nothing in progress on this connection: end it now. (A server with a
-    ///         // response still to write would end it after writing it instead.)
-    ///         let _ = cx.end(id);
+    ///     fn on_shutdown_request(&mut self, cx: &mut Context<Request>, id: SocketId, request: &mut Request) {
+    ///         // Nothing in progress on this connection: end it now. (One with an answer
+    ///         // still to write ends after writing it instead.)
+    ///         if !request.answering {
+    ///             let _ = cx.end(id);
+    ///         }
     ///     }
     /// }
     /// ```
-    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
+    fn on_shutdown_request(&mut self, cx: &mut Context<A>, id: SocketId, attachment: &mut A) {
+        let _ = attachment;
         let _ = cx.end(id);
     }
 
     /// A [`Waker`](crate::Waker) of this reactor was woken (from another thread). The
     /// default does nothing.
-    fn on_wake(&mut self, cx: &mut Context) {
+    fn on_wake(&mut self, cx: &mut Context<A>) {
         let _ = cx;
     }
 
     /// The reactor's graceful shutdown completed: every listener and socket is closed and
     /// `run` is about to return. The default does nothing.
-    fn on_shutdown_complete(&mut self, cx: &mut Context) {
+    fn on_shutdown_complete(&mut self, cx: &mut Context<A>) {
         let _ = cx;
     }
 }
 
-impl<F> Handler for F
+impl<A, F> Handler<A> for F
 where
-    F: FnMut(&mut Context, SocketId, Event<'_>),
+    F: FnMut(&mut Context<A>, SocketId, Event<'_>),
 {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context<A>, id: SocketId, _: &mut A, event: Event<'_>) {
         self(cx, id, event)
     }
 }

@@ -10,9 +10,11 @@
 //! ## The model in five minutes
 //!
 //! A [`Reactor`] owns an epoll instance, listeners and sockets. You [`listen`] and/or
-//! [`connect`], then [`run`] the loop with a [`Handler`]: it receives an [`Event`] for a
-//! [`SocketId`] together with a [`Context`], through which it acts on any socket. Your
-//! program keeps its own per-connection state (a map keyed by `SocketId`, say).
+//! [`connect`], then [`run`] the loop with a closure, or [`serve`] a [`Handler`]: it receives
+//! an [`Event`] for a [`SocketId`] together with a [`Context`], through which it acts on any
+//! socket. Per-connection state lives with the socket: a `Reactor<A>` keeps one **attachment**
+//! `A` per socket (created with `A::default()`, dropped after its `Close`) and hands it to the
+//! handler beside each of the socket's events — no map, no lookup.
 //!
 //! **Events** per socket: [`Accepted`](Event::Accepted) or [`Connect`](Event::Connect)
 //! first; [`Data`](Event::Data); [`End`](Event::End) (the peer's FIN, after all its data);
@@ -151,6 +153,7 @@
 //!
 //! [`listen`]: Context::listen
 //! [`connect`]: Context::connect
+//! [`serve`]: Reactor::serve
 //! [`run`]: Reactor::run
 #![deny(missing_docs)]
 

@@ -4,7 +4,6 @@
 //! service every ready socket — flush its queue, read it within a budget — delivering events
 //! in order, and finally free the slots of sockets destroyed in the batch.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +32,9 @@ const EVENT_CAPACITY: usize = 1024;
 
 /// The event loop: owns the poller, the shared read buffer and the [`Context`].
 ///
-/// `Reactor` dereferences to [`Context`], so every socket call is also available outside the
-/// handler (before `run`, between `run_once` calls).
+/// The setup calls ([`listen`](Self::listen), [`connect`](Self::connect), …) are on the
+/// reactor itself; every other [`Context`] call is reached outside a handler through
+/// [`context_mut`](Self::context_mut). `A` is the per-socket attachment (see [`Context`]).
 ///
 /// ```no_run
 /// use finwait::{Context, Event, ListenOptions, Reactor, SocketId};
@@ -43,18 +43,18 @@ const EVENT_CAPACITY: usize = 1024;
 /// let mut reactor = Reactor::new()?;
 /// let listener = reactor.listen("127.0.0.1:0", ListenOptions::new())?;
 /// println!("listening on {}", reactor.listener_addr(listener)?);
-/// reactor.run(&mut |cx: &mut Context, id: SocketId, event: Event<'_>| {
+/// reactor.run(&mut |cx, id, event| {
 ///     if let Event::Accepted(_) = event {
 ///         let _ = cx.end_with(id, b"Goodbye\n");
 ///     }
 /// })?;
 /// # Ok::<(), finwait::Error>(())
 /// ```
-pub struct Reactor {
+pub struct Reactor<A = ()> {
     poll: Poll,
     events: Events,
     pub(crate) read_buf: Box<[u8]>,
-    pub(crate) cx: Context,
+    pub(crate) cx: Context<A>,
     /// Timers that came due this turn (kept to reuse its allocation).
     fired: Vec<TimerKey>,
     /// The sockets and listeners serviced this turn (kept to reuse their allocations).
@@ -63,7 +63,7 @@ pub struct Reactor {
     /// SIGINT/SIGTERM, when [`shutdown_on_signals`](Reactor::shutdown_on_signals) was called,
     /// with the grace period to give.
     signals: Option<(Signals, Duration)>,
-    waker: Option<Waker>,
+    waker: Option<Waker<A>>,
 }
 
 /// Wakes a reactor from another thread, and hands it work: [`Handler::on_wake`] runs in the
@@ -83,27 +83,34 @@ pub struct Reactor {
 /// });
 /// # Ok::<(), finwait::Error>(())
 /// ```
-#[derive(Clone)]
-pub struct Waker {
-    inner: Arc<WakerInner>,
+pub struct Waker<A = ()> {
+    inner: Arc<WakerInner<A>>,
+}
+
+impl<A> Clone for Waker<A> {
+    fn clone(&self) -> Self {
+        Waker {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 /// A call sent to a reactor's thread.
-type Message = Box<dyn FnOnce(&mut Context) + Send>;
+type Message<A> = Box<dyn FnOnce(&mut Context<A>) + Send>;
 
-struct WakerInner {
+struct WakerInner<A> {
     waker: mio::Waker,
     /// `None` once the reactor is dropped: calls sent then are dropped unrun.
-    mailbox: Mutex<Option<Vec<Message>>>,
+    mailbox: Mutex<Option<Vec<Message<A>>>>,
 }
 
-impl std::fmt::Debug for Waker {
+impl<A> std::fmt::Debug for Waker<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waker").finish_non_exhaustive()
     }
 }
 
-impl Waker {
+impl<A> Waker<A> {
     /// Wakes the reactor. Fails only if the reactor's eventfd cannot be written.
     pub fn wake(&self) -> Result<()> {
         Ok(self.inner.waker.wake()?)
@@ -119,7 +126,7 @@ impl Waker {
     /// [`Error::Destroyed`](crate::Error::Destroyed) once the reactor is dropped (the call is
     /// dropped unrun); an I/O error if the reactor's eventfd cannot be written (the call is
     /// queued regardless).
-    pub fn send(&self, call: impl FnOnce(&mut Context) + Send + 'static) -> Result<()> {
+    pub fn send(&self, call: impl FnOnce(&mut Context<A>) + Send + 'static) -> Result<()> {
         match &mut *self.lock() {
             Some(mailbox) => mailbox.push(Box::new(call)),
             None => return Err(crate::Error::Destroyed),
@@ -127,11 +134,11 @@ impl Waker {
         self.wake()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Message>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Message<A>>>> {
         self.inner.mailbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_messages(&self) -> Vec<Message> {
+    fn take_messages(&self) -> Vec<Message<A>> {
         self.lock().as_mut().map(std::mem::take).unwrap_or_default()
     }
 
@@ -142,13 +149,13 @@ impl Waker {
     }
 }
 
-impl std::fmt::Debug for Reactor {
+impl<A> std::fmt::Debug for Reactor<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor").field("cx", &self.cx).finish()
     }
 }
 
-impl Drop for Reactor {
+impl<A> Drop for Reactor<A> {
     fn drop(&mut self) {
         if let Some(waker) = &self.waker {
             waker.close();
@@ -156,21 +163,9 @@ impl Drop for Reactor {
     }
 }
 
-impl Deref for Reactor {
-    type Target = Context;
-    fn deref(&self) -> &Context {
-        &self.cx
-    }
-}
-
-impl DerefMut for Reactor {
-    fn deref_mut(&mut self) -> &mut Context {
-        &mut self.cx
-    }
-}
-
 impl Reactor {
-    /// A reactor with its own epoll instance, default [`ReactorOptions`] and the system clock.
+    /// A reactor with its own epoll instance, default [`ReactorOptions`] and the system clock,
+    /// whose sockets carry no attachment (see [`with_attachment`](Reactor::with_attachment)).
     pub fn new() -> Result<Reactor> {
         Reactor::with_options(ReactorOptions::default())
     }
@@ -183,6 +178,32 @@ impl Reactor {
     /// A reactor whose time comes from `clock` — a [`ManualClock`](crate::ManualClock)
     /// lets tests drive timeouts and deadlines without sleeping.
     pub fn with_clock(options: ReactorOptions, clock: impl Clock + 'static) -> Result<Reactor> {
+        Reactor::with_attachment_and_clock(options, clock)
+    }
+}
+
+impl<A: Default> Reactor<A> {
+    /// A reactor whose sockets each carry an attachment of type `A` (see [`Context`]), with
+    /// the given options and the system clock.
+    ///
+    /// ```no_run
+    /// use finwait::{Reactor, ReactorOptions};
+    ///
+    /// #[derive(Default)]
+    /// struct Session { requests: u32 }
+    ///
+    /// let reactor = Reactor::<Session>::with_attachment(ReactorOptions::default())?;
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
+    pub fn with_attachment(options: ReactorOptions) -> Result<Reactor<A>> {
+        Reactor::with_attachment_and_clock(options, SystemClock)
+    }
+
+    /// [`with_attachment`](Self::with_attachment) with a clock of the program's choice.
+    pub fn with_attachment_and_clock(
+        options: ReactorOptions,
+        clock: impl Clock + 'static,
+    ) -> Result<Reactor<A>> {
         let (poll, registry) = sys::poller()?;
         Ok(Reactor {
             poll,
@@ -221,7 +242,7 @@ impl Reactor {
     }
 
     /// A handle that wakes this reactor from another thread (see [`Handler::on_wake`]).
-    pub fn waker(&mut self) -> Result<Waker> {
+    pub fn waker(&mut self) -> Result<Waker<A>> {
         if self.waker.is_none() {
             let waker = sys::waker(
                 self.poll.registry(),
@@ -237,14 +258,92 @@ impl Reactor {
         Ok(self.waker.clone().expect("just set"))
     }
 
-    /// The [`Context`], for acting on sockets outside a handler.
-    pub fn context(&mut self) -> &mut Context {
+    /// The [`Context`], for acting on sockets outside a handler (before `run`, between
+    /// `run_once` calls).
+    pub fn context(&self) -> &Context<A> {
+        &self.cx
+    }
+
+    /// The [`Context`], mutably.
+    pub fn context_mut(&mut self) -> &mut Context<A> {
         &mut self.cx
     }
 
-    /// Runs turns until [`Context::stop`] is called or nothing is left to wait for (no
-    /// listener, no socket, no queued event).
-    pub fn run<H: Handler + ?Sized>(&mut self, handler: &mut H) -> Result<()> {
+    /// [`Context::listen`], for setting up before `run`.
+    pub fn listen(
+        &mut self,
+        addr: impl std::net::ToSocketAddrs,
+        options: crate::ListenOptions,
+    ) -> Result<ListenerId> {
+        self.cx.listen(addr, options)
+    }
+
+    /// [`Context::listen_std`], for setting up before `run`.
+    pub fn listen_std(
+        &mut self,
+        listener: std::net::TcpListener,
+        options: crate::ListenOptions,
+    ) -> Result<ListenerId> {
+        self.cx.listen_std(listener, options)
+    }
+
+    /// [`Context::connect`], for setting up before `run`.
+    pub fn connect(
+        &mut self,
+        addr: impl std::net::ToSocketAddrs,
+        options: crate::ConnectOptions,
+    ) -> Result<SocketId> {
+        self.cx.connect(addr, options)
+    }
+
+    /// [`Context::listener_addr`].
+    pub fn listener_addr(&self, id: ListenerId) -> Result<std::net::SocketAddr> {
+        self.cx.listener_addr(id)
+    }
+
+    /// [`Context::stats`].
+    pub fn stats(&self) -> crate::Stats {
+        self.cx.stats()
+    }
+
+    /// Runs the closure `handler` on every socket event until [`Context::stop`] is called or
+    /// nothing is left to wait for (no listener, no socket, no queued event). The closure's
+    /// types are inferred; a handler that keeps attachments, listens to listener events or
+    /// overrides [`Handler::on_shutdown_request`] is a [`Handler`] given to
+    /// [`serve`](Self::serve).
+    ///
+    /// ```no_run
+    /// use finwait::{Event, ListenOptions, Reactor};
+    ///
+    /// // An echo server.
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.listen("127.0.0.1:0", ListenOptions::new())?;
+    /// reactor.run(&mut |cx, id, event| {
+    ///     if let Event::Data(bytes) = event {
+    ///         let _ = cx.write(id, bytes);
+    ///     }
+    /// })?;
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only a failure of the poller itself (`epoll_wait`); what happens to sockets arrives as
+    /// events.
+    pub fn run<F>(&mut self, handler: &mut F) -> Result<()>
+    where
+        F: FnMut(&mut Context<A>, SocketId, Event<'_>),
+    {
+        self.serve(handler)
+    }
+
+    /// Runs turns, delivering to `handler`, until [`Context::stop`] is called or nothing is
+    /// left to wait for (no listener, no socket, no queued event, no shutdown to complete).
+    ///
+    /// # Errors
+    ///
+    /// Only a failure of the poller itself (`epoll_wait`).
+    pub fn serve<H: Handler<A> + ?Sized>(&mut self, handler: &mut H) -> Result<()> {
         self.cx.stopped = false;
         // A shutdown still to complete is work too: its completion runs in a turn.
         while !self.cx.stopped && (!self.is_idle() || self.cx.shutdown == ShutdownPhase::Draining) {
@@ -260,7 +359,7 @@ impl Reactor {
 
     /// Runs one turn, waiting at most `timeout` for readiness (`None`: until something
     /// happens). Events queued by calls made outside a handler are delivered in this turn.
-    pub fn run_once<H: Handler + ?Sized>(
+    pub fn run_once<H: Handler<A> + ?Sized>(
         &mut self,
         handler: &mut H,
         timeout: Option<Duration>,
@@ -408,12 +507,15 @@ impl Reactor {
     }
 
     /// Delivers queued events in order until the queue is empty (handlers may queue more).
-    pub(crate) fn deliver<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+    pub(crate) fn deliver<H: Handler<A> + ?Sized>(&mut self, handler: &mut H) {
         while let Some(queued) = self.cx.queue.pop_front() {
             match queued {
                 Queued::Socket(id, event) => {
                     let ended = matches!(event, Event::End);
-                    handler.on_event(&mut self.cx, id, event);
+                    let closed = matches!(event, Event::Close(_));
+                    let mut attachment = self.cx.lend(id);
+                    handler.on_event(&mut self.cx, id, &mut attachment, event);
+                    self.cx.give_back(id, attachment, closed);
                     let cx = &mut self.cx;
                     if ended && let Some(slot) = cx.sockets.get_mut(id) {
                         slot.conn.after_end_delivered(&mut cx.actions);

@@ -351,7 +351,7 @@ struct ShutdownRecorder {
 }
 
 impl Handler for ShutdownRecorder {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Data(bytes) => {
                 let _ = cx.write(id, bytes);
@@ -388,7 +388,7 @@ fn sigterm_child_server() {
     io::stdout().flush().unwrap();
     let mut h = ShutdownRecorder::default();
     let start = Instant::now();
-    reactor.run(&mut h).expect("run");
+    reactor.serve(&mut h).expect("run");
     println!(
         "child: run returned after {:?}; closes {:?}; completed {}",
         start.elapsed(),
@@ -403,7 +403,7 @@ fn sigterm_child_server() {
         "{:?}",
         h.closes
     );
-    assert_eq!(reactor.live_listeners(), 0);
+    assert_eq!(reactor.context().live_listeners(), 0);
     assert_no_live_socket(&reactor);
 }
 

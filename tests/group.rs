@@ -18,7 +18,7 @@ struct Counting {
 }
 
 impl Handler for Counting {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         if let Event::Accepted(_) = event {
             self.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = cx.end_with(id, b"x");
@@ -100,7 +100,7 @@ struct Echo {
 }
 
 impl Handler for Echo {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         if let Event::Data(bytes) = event {
             let _ = cx.write(id, bytes);
         }
@@ -261,7 +261,7 @@ fn listen_and_connect_take_host_names() {
     let c = reactor
         .connect(target.as_str(), finwait::ConnectOptions::new())
         .unwrap();
-    reactor.end_with(c, b"by name").unwrap();
+    reactor.context_mut().end_with(c, b"by name").unwrap();
     let mut got = Vec::new();
     let mut h = |cx: &mut Context, id: SocketId, e: Event<'_>| match e {
         Event::Data(bytes) => got.extend_from_slice(bytes),

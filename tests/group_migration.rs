@@ -439,7 +439,7 @@ struct LineEcho {
 }
 
 impl Handler for LineEcho {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Accepted(_) if self.index == 0 => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +457,7 @@ impl Handler for LineEcho {
         }
     }
 
-    fn on_shutdown_request(&mut self, _cx: &mut Context, _id: SocketId) {}
+    fn on_shutdown_request(&mut self, _cx: &mut Context, _id: SocketId, _: &mut ()) {}
 
     fn on_shutdown_complete(&mut self, _cx: &mut Context) {
         if self.index == 0 {

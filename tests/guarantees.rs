@@ -229,27 +229,33 @@ fn stale_id_after_slot_reuse_returns_error() {
     });
     run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
     let old = h.sockets()[0];
-    reactor.destroy(old).unwrap();
-    assert!(matches!(reactor.destroy(old), Err(Error::Destroyed)));
+    reactor.context_mut().destroy(old).unwrap();
+    assert!(matches!(
+        reactor.context_mut().destroy(old),
+        Err(Error::Destroyed)
+    ));
     run_until(&mut reactor, &mut h, |h, _| h.closed.contains_key(&old));
-    assert!(matches!(reactor.write(old, b"x"), Err(Error::StaleId)));
+    assert!(matches!(
+        reactor.context_mut().write(old, b"x"),
+        Err(Error::StaleId)
+    ));
     let _second = peer(addr);
     run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 2);
     let new = h.sockets()[1];
     assert_eq!(new.index(), old.index(), "the slab must reuse the slot");
     assert_ne!(new, old);
     for result in [
-        reactor.write(old, b"x").map(|_| ()),
-        reactor.end(old),
-        reactor.destroy(old),
-        reactor.reset_and_destroy(old),
-        reactor.pause(old),
-        reactor.bytes_read(old).map(|_| ()),
+        reactor.context_mut().write(old, b"x").map(|_| ()),
+        reactor.context_mut().end(old),
+        reactor.context_mut().destroy(old),
+        reactor.context_mut().reset_and_destroy(old),
+        reactor.context_mut().pause(old),
+        reactor.context().bytes_read(old).map(|_| ()),
     ] {
         assert!(matches!(result, Err(Error::StaleId)), "{result:?}");
     }
-    assert_eq!(reactor.state(new).unwrap(), State::Open);
-    reactor.destroy(new).unwrap();
+    assert_eq!(reactor.context().state(new).unwrap(), State::Open);
+    reactor.context_mut().destroy(new).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     let (got, _) = read_to_end(&mut first);
     assert_eq!(got, b"hi");
@@ -366,7 +372,7 @@ fn pause_stops_reading_and_resume_delivers_everything() {
     }
     assert!(sent < LEN, "a paused socket must exert backpressure");
     assert!(!h.data.contains_key(&id), "no Data while paused");
-    reactor.resume(id).unwrap();
+    reactor.context_mut().resume(id).unwrap();
     s.set_nonblocking(false).unwrap();
     let rest = payload[sent..].to_vec();
     let writer = thread::spawn(move || {
@@ -476,9 +482,12 @@ fn writes_and_end_while_connecting_are_applied_after_connect() {
     let id = reactor
         .connect(addr, ConnectOptions::new().allow_half_open(true))
         .unwrap();
-    assert!(reactor.write(id, b"queued ").unwrap());
-    reactor.end_with(id, b"early").unwrap();
-    assert!(matches!(reactor.write(id, b"x"), Err(Error::WriteAfterEnd)));
+    assert!(reactor.context_mut().write(id, b"queued ").unwrap());
+    reactor.context_mut().end_with(id, b"early").unwrap();
+    assert!(matches!(
+        reactor.context_mut().write(id, b"x"),
+        Err(Error::WriteAfterEnd)
+    ));
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     run_until(&mut reactor, &mut h, |h, _| !h.closed.is_empty());
     assert_eq!(
@@ -556,27 +565,40 @@ fn facts_follow_the_socket_through_its_life() {
             .is_some_and(|id| h.data.get(id).is_some_and(|d| d.len() == 5))
     });
     let id = h.sockets()[0];
-    assert_eq!(reactor.bytes_read(id).unwrap(), 5);
-    assert_eq!(reactor.ready_state(id).unwrap(), ReadyState::Open);
-    assert_eq!(reactor.local_addr(id).unwrap(), addr);
-    assert_eq!(reactor.peer_addr(id).unwrap(), s.local_addr().unwrap());
-    reactor.set_no_delay(id, false).unwrap();
+    assert_eq!(reactor.context().bytes_read(id).unwrap(), 5);
+    assert_eq!(reactor.context().ready_state(id).unwrap(), ReadyState::Open);
+    assert_eq!(reactor.context().local_addr(id).unwrap(), addr);
+    assert_eq!(
+        reactor.context().peer_addr(id).unwrap(),
+        s.local_addr().unwrap()
+    );
+    reactor.context_mut().set_no_delay(id, false).unwrap();
     reactor
+        .context_mut()
         .set_keep_alive(id, Some(Duration::from_secs(60)))
         .unwrap();
-    reactor.set_keep_alive(id, None).unwrap();
-    assert!(reactor.write(id, b"abc").unwrap());
-    assert_eq!(reactor.bytes_written(id).unwrap(), 3);
-    assert_eq!(reactor.bytes_queued(id).unwrap(), 0);
+    reactor.context_mut().set_keep_alive(id, None).unwrap();
+    assert!(reactor.context_mut().write(id, b"abc").unwrap());
+    assert_eq!(reactor.context().bytes_written(id).unwrap(), 3);
+    assert_eq!(reactor.context().bytes_queued(id).unwrap(), 0);
     s.shutdown(Shutdown::Write).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.events(id).contains(&"End"));
-    assert_eq!(reactor.ready_state(id).unwrap(), ReadyState::WriteOnly);
-    assert_eq!(reactor.state(id).unwrap(), State::HalfClosedRemote);
-    reactor.end(id).unwrap();
+    assert_eq!(
+        reactor.context().ready_state(id).unwrap(),
+        ReadyState::WriteOnly
+    );
+    assert_eq!(
+        reactor.context().state(id).unwrap(),
+        State::HalfClosedRemote
+    );
+    reactor.context_mut().end(id).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
-    assert!(matches!(reactor.ready_state(id), Err(Error::StaleId)));
     assert!(matches!(
-        reactor.set_no_delay(id, true),
+        reactor.context().ready_state(id),
+        Err(Error::StaleId)
+    ));
+    assert!(matches!(
+        reactor.context_mut().set_no_delay(id, true),
         Err(Error::StaleId)
     ));
     let (got, ending) = read_to_end(&mut s);

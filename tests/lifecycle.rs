@@ -66,11 +66,11 @@ fn idle_timeout_fires_once_per_idle_period_and_traffic_rearms_it() {
     assert_eq!(count(&h.events(id), "Timeout"), 2);
     // The handler decides; nothing was closed by the timeouts.
     assert!(!h.closed.contains_key(&id));
-    reactor.set_timeout(id, None).unwrap();
+    reactor.context_mut().set_timeout(id, None).unwrap();
     clock.advance(Duration::from_secs(60));
     turns(&mut reactor, &mut h);
     assert_eq!(count(&h.events(id), "Timeout"), 2, "disarmed");
-    reactor.destroy(id).unwrap();
+    reactor.context_mut().destroy(id).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_no_live_socket(&reactor);
 }
@@ -119,7 +119,7 @@ fn fin_wait_deadline_bounds_a_flush_to_a_peer_that_never_reads() {
     turns(&mut reactor, &mut h);
     let id = h.sockets()[0];
     assert!(
-        reactor.bytes_queued(id).unwrap() > 0,
+        reactor.context().bytes_queued(id).unwrap() > 0,
         "the flush must be stuck"
     );
     clock.advance(Duration::from_secs(31));
@@ -306,7 +306,7 @@ fn close_listener_refuses_new_connects_and_reports_close_after_its_sockets() {
     let s = peer(addr);
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
-    reactor.close_listener(l).unwrap();
+    reactor.context_mut().close_listener(l).unwrap();
     // Refused at once, not left waiting in a backlog.
     let refused = std::net::TcpStream::connect(addr).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -321,7 +321,7 @@ fn close_listener_refuses_new_connects_and_reports_close_after_its_sockets() {
     assert!(h.closed.contains_key(&id));
     assert_eq!(h.listener_log.len(), 1);
     assert_eq!(h.listener_log[0].1, "Close");
-    assert_eq!(reactor.live_listeners(), 0);
+    assert_eq!(reactor.context().live_listeners(), 0);
     assert_no_live_socket(&reactor);
 }
 
@@ -366,7 +366,7 @@ fn shutdown_completes_with_clients_that_keep_connections_open() {
         completed: usize,
     }
     impl finwait::Handler for H {
-        fn on_event(&mut self, cx: &mut Context, id: SocketId, e: Event<'_>) {
+        fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), e: Event<'_>) {
             match e {
                 Event::Accepted(_) => {
                     self.accepted += 1;
@@ -392,7 +392,7 @@ fn shutdown_completes_with_clients_that_keep_connections_open() {
     run_until(&mut reactor, &mut h, |h, _| h.completed == 1);
     run_until(&mut reactor, &mut h, |_, r| r.is_idle());
     // Nothing left: `run` returns at once.
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_eq!(h.completed, 1);
     assert_eq!(h.closes.len(), 2);
     assert!(h.closes.contains(&CloseReason::Graceful));
@@ -414,7 +414,7 @@ fn shutdown_completes_with_clients_that_keep_connections_open() {
         (b"welcome".to_vec(), Ending::Fin)
     );
     drop(stubborn);
-    assert_eq!(reactor.live_listeners(), 0);
+    assert_eq!(reactor.context().live_listeners(), 0);
     assert_no_live_socket(&reactor);
 }
 
@@ -431,8 +431,8 @@ fn max_connections_leaves_extra_connections_unaccepted_until_a_place_frees() {
     b.shutdown(Shutdown::Write).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 3);
     assert_eq!(h.closed.len(), 1);
-    for id in reactor.socket_ids() {
-        reactor.destroy(id).unwrap();
+    for id in reactor.context().socket_ids() {
+        reactor.context_mut().destroy(id).unwrap();
     }
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_no_live_socket(&reactor);
@@ -465,8 +465,8 @@ fn listener_accepts_one_per_short_turn_and_drains_after_a_long_one() {
         "after a long turn the backlog is drained"
     );
     drop(peers);
-    for id in reactor.socket_ids() {
-        reactor.destroy(id).unwrap();
+    for id in reactor.context().socket_ids() {
+        reactor.context_mut().destroy(id).unwrap();
     }
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_no_live_socket(&reactor);
@@ -537,11 +537,11 @@ fn listener_at_max_connections_lets_the_loop_sleep() {
     eprintln!("{early} turns ended before their wake");
     assert_eq!(h.sockets().len(), 1, "the second waits in the backlog");
     // A place frees up: the waiting connection is accepted.
-    reactor.destroy(h.sockets()[0]).unwrap();
+    reactor.context_mut().destroy(h.sockets()[0]).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 2);
     drop(b);
-    for id in reactor.socket_ids() {
-        reactor.destroy(id).unwrap();
+    for id in reactor.context().socket_ids() {
+        reactor.context_mut().destroy(id).unwrap();
     }
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_no_live_socket(&reactor);
@@ -553,7 +553,7 @@ fn listener_at_max_connections_lets_the_loop_sleep() {
 fn listener_close_follows_its_last_socket_close() {
     struct Order(Vec<String>);
     impl finwait::Handler for Order {
-        fn on_event(&mut self, _: &mut Context, id: SocketId, e: Event<'_>) {
+        fn on_event(&mut self, _: &mut Context, id: SocketId, _: &mut (), e: Event<'_>) {
             self.0.push(format!("{id} {}", describe(&e)));
         }
         fn on_listener_event(
@@ -569,9 +569,9 @@ fn listener_close_follows_its_last_socket_close() {
     let _peer = peer(addr);
     let mut h = Order(Vec::new());
     run_until(&mut reactor, &mut h, |h, _| !h.0.is_empty());
-    let id = reactor.socket_ids()[0];
-    reactor.close_listener(l).unwrap();
-    reactor.destroy(id).unwrap();
+    let id = reactor.context().socket_ids()[0];
+    reactor.context_mut().close_listener(l).unwrap();
+    reactor.context_mut().destroy(id).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.0.len() == 3);
     assert_eq!(
         h.0,
@@ -605,6 +605,7 @@ fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
     });
     run_until(&mut reactor, &mut h, |h, _| h.sockets().len() == 3);
     reactor
+        .context_mut()
         .shutdown_listener(l, Duration::from_secs(2))
         .unwrap();
     assert_eq!(
@@ -613,10 +614,15 @@ fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
     );
     // Its connections are asked to finish at their next service; the default ends them.
     run_until(&mut reactor, &mut h, |_, r| {
-        r.socket_ids()
+        r.context()
+            .socket_ids()
             .into_iter()
-            .filter(|&id| r.listener_of(id).is_ok_and(|o| o == Some(l)))
-            .all(|id| r.state(id).is_ok_and(|s| s != finwait::State::Open))
+            .filter(|&id| r.context().listener_of(id).is_ok_and(|o| o == Some(l)))
+            .all(|id| {
+                r.context()
+                    .state(id)
+                    .is_ok_and(|s| s != finwait::State::Open)
+            })
     });
     let (got, ending) = read_to_end(&mut polite);
     assert_eq!((got.as_slice(), ending), (&b"hi"[..], Ending::Fin));
@@ -639,12 +645,12 @@ fn shutdown_listener_ends_its_sockets_and_reports_close_last() {
     );
     assert_eq!(h.listener_log, [(l, "Close".to_string())]);
     // The other listener and its socket are untouched.
-    assert_eq!(reactor.live_listeners(), 1);
-    assert_eq!(reactor.live_sockets(), 1);
-    for id in reactor.socket_ids() {
-        reactor.destroy(id).unwrap();
+    assert_eq!(reactor.context().live_listeners(), 1);
+    assert_eq!(reactor.context().live_sockets(), 1);
+    for id in reactor.context().socket_ids() {
+        reactor.context_mut().destroy(id).unwrap();
     }
-    reactor.close_listener(other).unwrap();
+    reactor.context_mut().close_listener(other).unwrap();
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     drop(stubborn);
     assert_no_live_socket(&reactor);

@@ -17,7 +17,7 @@ use finwait::{ConnectOptions, Context, Error, Event, ListenOptions, SocketId, St
 fn client_end_leads_both_sides_to_graceful_close() {
     let (mut reactor, _l, addr) = server(ListenOptions::new());
     let client = reactor.connect(addr, ConnectOptions::new()).unwrap();
-    reactor.end_with(client, b"bye").unwrap();
+    reactor.context_mut().end_with(client, b"bye").unwrap();
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     run_until(&mut reactor, &mut h, |h, _| {
         h.sockets().len() == 2 && h.all_closed()
@@ -157,9 +157,10 @@ fn peer_reset_while_writing_is_error_then_close() {
     let mut s = Some(s);
     run_until(&mut reactor, &mut h, |h, r| {
         if !reset_sent
-            && r.socket_ids()
+            && r.context()
+                .socket_ids()
                 .first()
-                .is_some_and(|id| r.bytes_queued(*id).unwrap() > 0)
+                .is_some_and(|id| r.context().bytes_queued(*id).unwrap() > 0)
         {
             let s = s.take().unwrap();
             reset_on_close(&s);
@@ -263,12 +264,12 @@ fn write_after_peer_fin_and_auto_end_is_write_after_end() {
     let mut late = None;
     run_until(&mut reactor, &mut h, |h, r| {
         if late.is_none()
-            && let Some(id) = r.socket_ids().first()
-            && let Ok(State::Closing { .. }) = r.state(*id)
+            && let Some(id) = r.context().socket_ids().first()
+            && let Ok(State::Closing { .. }) = r.context().state(*id)
         {
             let id = *id;
             // Outside any handler, through the reactor itself.
-            late = Some(r.write(id, b"after"));
+            late = Some(r.context_mut().write(id, b"after"));
             let _ = go.send(());
         }
         !h.closed.is_empty()

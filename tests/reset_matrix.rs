@@ -164,21 +164,22 @@ fn reach(
         // The listener allows half-open: the socket stays writable after the peer's FIN.
         peer.shutdown(Shutdown::Write).expect("peer shutdown");
         wait_until(reactor, h, &name, "the peer's FIN", |h, r| {
-            r.state(id).ok() == Some(State::HalfClosedRemote) && h.events(id).contains(&"End")
+            r.context().state(id).ok() == Some(State::HalfClosedRemote)
+                && h.events(id).contains(&"End")
         });
     }
     if case.queued {
         // Several MiB the peer never reads; more if the kernel took it all.
         let chunk = vec![0x5a; 4 << 20];
         for _ in 0..16 {
-            if reactor.bytes_queued(id).unwrap() > 0 {
+            if reactor.context().bytes_queued(id).unwrap() > 0 {
                 break;
             }
-            reactor.write(id, &chunk).expect("write");
+            reactor.context_mut().write(id, &chunk).expect("write");
             turn(reactor, h, 5);
         }
         assert!(
-            reactor.bytes_queued(id).unwrap() > 0,
+            reactor.context().bytes_queued(id).unwrap() > 0,
             "[{name}] the kernel took 64 MiB the peer never read; events: {:?}",
             h.events(id)
         );
@@ -186,27 +187,34 @@ fn reach(
     match case.state {
         State::Open | State::HalfClosedRemote => {}
         State::HalfClosedLocal(_) | State::Closing { peer_fin: true, .. } => {
-            reactor.end(id).expect("end")
+            reactor.context_mut().end(id).expect("end")
         }
         State::Closing {
             peer_fin: false, ..
-        } => reactor.destroy_soon(id).expect("destroy_soon"),
+        } => reactor
+            .context_mut()
+            .destroy_soon(id)
+            .expect("destroy_soon"),
         other => unreachable!("{other:?} is not in the matrix"),
     }
     if case.paused {
-        reactor.pause(id).expect("pause");
+        reactor.context_mut().pause(id).expect("pause");
     }
     wait_until(reactor, h, &name, "the state", |_, r| {
-        r.state(id).ok() == Some(case.state)
+        r.context().state(id).ok() == Some(case.state)
     });
     // Deliver whatever the calls above queued (`Finish`), so that every event seen after the
     // reset is the reset's.
     for _ in 0..3 {
         turn(reactor, h, 5);
     }
-    assert_eq!(reactor.state(id).ok(), Some(case.state), "[{name}] state");
     assert_eq!(
-        reactor.bytes_queued(id).unwrap() > 0,
+        reactor.context().state(id).ok(),
+        Some(case.state),
+        "[{name}] state"
+    );
+    assert_eq!(
+        reactor.context().bytes_queued(id).unwrap() > 0,
         case.queued,
         "[{name}] queue"
     );
@@ -220,7 +228,7 @@ fn run_case(reactor: &mut Reactor, h: &mut Rec, addr: SocketAddr, case: Case) ->
     let fds_before = open_fds();
     let (id, peer) = reach(reactor, h, addr, case);
     let before_reset = h.events(id).len();
-    let queued = reactor.bytes_queued(id).unwrap();
+    let queued = reactor.context().bytes_queued(id).unwrap();
 
     // The peer resets. From here on the test makes no call on the socket: it only runs turns.
     reset_on_close(&peer);
@@ -243,10 +251,10 @@ fn run_case(reactor: &mut Reactor, h: &mut Rec, addr: SocketAddr, case: Case) ->
             h.events(id)
         ));
     }
-    if reactor.live_sockets() != 0 {
+    if reactor.context().live_sockets() != 0 {
         wrong.push(format!(
             "[{name}] {} sockets still live",
-            reactor.live_sockets()
+            reactor.context().live_sockets()
         ));
     }
     let fds_after = open_fds();

@@ -191,7 +191,7 @@ fn accept_then_reset_unread<H: finwait::Handler>(
     let s = peer(addr);
     run_until(reactor, h, |h, _| accepted(h).is_some());
     let id = accepted(h).unwrap();
-    assert_eq!(reactor.state(id).unwrap(), State::Open);
+    assert_eq!(reactor.context().state(id).unwrap(), State::Open);
     let (local, remote) = server_side(&s);
     assert_eq!(
         tcp_state(local, remote),
@@ -223,7 +223,10 @@ fn rst_after_peer_fin_is_reported_without_a_write() {
             .is_some_and(|id| h.events(*id).contains(&"End"))
     });
     let id = h.sockets()[0];
-    assert_eq!(reactor.state(id).unwrap(), State::HalfClosedRemote);
+    assert_eq!(
+        reactor.context().state(id).unwrap(),
+        State::HalfClosedRemote
+    );
     reset(s);
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_eq!(
@@ -335,7 +338,7 @@ fn rst_after_end_then_pause_is_a_peer_reset_not_a_fin_wait_deadline() {
     });
     let id = h.sockets()[0];
     assert_eq!(
-        reactor.state(id).unwrap(),
+        reactor.context().state(id).unwrap(),
         State::HalfClosedLocal(finwait::Fin::Sent)
     );
     let (got, ending) = read_to_end(&mut s);
@@ -372,8 +375,8 @@ fn end_after_an_unread_rst_reports_peer_reset_not_enotconn() {
     let (mut reactor, _l, addr) = server(ListenOptions::new());
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     let id = accept_then_reset_unread(&mut reactor, &mut h, addr, first_accepted);
-    reactor.end(id).unwrap();
-    assert_eq!(reactor.state(id).unwrap(), State::Destroyed);
+    reactor.context_mut().end(id).unwrap();
+    assert_eq!(reactor.context().state(id).unwrap(), State::Destroyed);
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_eq!(
         h.events(id),
@@ -393,8 +396,8 @@ fn destroy_soon_after_an_unread_rst_reports_peer_reset_not_enotconn() {
     let (mut reactor, _l, addr) = server(ListenOptions::new());
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     let id = accept_then_reset_unread(&mut reactor, &mut h, addr, first_accepted);
-    reactor.destroy_soon(id).unwrap();
-    assert_eq!(reactor.state(id).unwrap(), State::Destroyed);
+    reactor.context_mut().destroy_soon(id).unwrap();
+    assert_eq!(reactor.context().state(id).unwrap(), State::Destroyed);
     run_until(&mut reactor, &mut h, |h, _| h.all_closed());
     assert_eq!(
         h.events(id),
@@ -417,9 +420,9 @@ fn shutdown_after_an_unread_rst_reports_peer_reset_not_enotconn() {
     let (mut reactor, l, addr) = server(ListenOptions::new());
     let mut h = recorder(|_: &mut Context, _: SocketId, _: &Event<'_>| {});
     let id = accept_then_reset_unread(&mut reactor, &mut h, addr, first_accepted);
-    reactor.shutdown(Duration::from_secs(60));
+    reactor.context_mut().shutdown(Duration::from_secs(60));
     run_until(&mut reactor, &mut h, |h, r| {
-        h.all_closed() && r.live_listeners() == 0
+        h.all_closed() && r.context().live_listeners() == 0
     });
     assert_eq!(
         h.events(id),
@@ -530,13 +533,13 @@ fn deadline_close(close: DeadlineClose, queued: bool) {
     run_until(&mut reactor, &mut h, |h, _| !h.sockets().is_empty());
     let id = h.sockets()[0];
     if close == DeadlineClose::ShutdownGrace {
-        reactor.shutdown(DeadlineClose::GRACE);
+        reactor.context_mut().shutdown(DeadlineClose::GRACE);
     }
     match &reader {
         None => {
             turns(&mut reactor, &mut h);
             assert!(
-                reactor.bytes_queued(id).unwrap() > 0,
+                reactor.context().bytes_queued(id).unwrap() > 0,
                 "the flush must be stuck"
             );
         }
@@ -566,7 +569,9 @@ fn deadline_close(close: DeadlineClose, queued: bool) {
     }
     assert_eq!(info.reason, close.reason());
     if close == DeadlineClose::ShutdownGrace {
-        run_until(&mut reactor, &mut h, |_, r| r.live_listeners() == 0);
+        run_until(&mut reactor, &mut h, |_, r| {
+            r.context().live_listeners() == 0
+        });
         assert_eq!(h.listener_log, [(l, "Close".to_string())]);
     }
     drop(h);

@@ -63,7 +63,7 @@ fn close_listener_takes_the_accept_queue_before_closing() {
             let _ = cx.end(id);
         }
     });
-    reactor.close_listener(l).unwrap();
+    reactor.context_mut().close_listener(l).unwrap();
     // Closed at once: new connects are refused.
     assert_eq!(
         TcpStream::connect(addr).unwrap_err().kind(),
@@ -81,7 +81,7 @@ fn close_listener_takes_the_accept_queue_before_closing() {
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
     run_until(&mut reactor, &mut h, |h, r| {
-        h.all_closed() && r.live_listeners() == 0
+        h.all_closed() && r.context().live_listeners() == 0
     });
     assert_each_echoed_then_fin(clients);
     // The listener's Close comes after its last socket's.
@@ -94,14 +94,14 @@ fn shutdown_serves_connections_waiting_in_the_accept_queue() {
     let (mut reactor, _l, addr) = server(ListenOptions::new());
     let clients = queued_clients(addr, CLIENTS);
     let mut h = echo();
-    reactor.shutdown(Duration::from_secs(60));
+    reactor.context_mut().shutdown(Duration::from_secs(60));
     // `run` returns once the shutdown completed: every queued client served.
     let mut clients = clients;
     for s in &mut clients {
         // Each client closes its side once it has its answer; reading happens below.
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_eq!(h.sockets().len(), CLIENTS);
     for id in h.sockets() {
         assert_eq!(h.closed[&id].reason, CloseReason::Graceful, "{id}");
@@ -127,11 +127,11 @@ fn connections_left_queued_by_max_connections_are_served_at_shutdown() {
         2,
         "max_connections holds the rest queued"
     );
-    reactor.shutdown(Duration::from_secs(60));
+    reactor.context_mut().shutdown(Duration::from_secs(60));
     for s in &mut clients {
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_eq!(h.sockets().len(), 8, "every queued connection was taken");
     assert_each_echoed_then_fin(clients);
     assert_no_live_socket(&reactor);
@@ -147,7 +147,7 @@ struct Deferring {
 }
 
 impl Handler for Deferring {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         self.log.push((id, describe(&event)));
         match event {
             Event::Timeout => {
@@ -158,7 +158,7 @@ impl Handler for Deferring {
         }
     }
 
-    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
+    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId, _: &mut ()) {
         self.log.push((id, "ShutdownRequest".into()));
         if !self.stuck {
             cx.set_timeout(id, Some(Duration::from_secs(1))).unwrap();
@@ -180,12 +180,12 @@ fn on_shutdown_request_lets_the_work_in_progress_finish_within_the_grace() {
     };
     run_until(&mut reactor, &mut h, |h, _| !h.log.is_empty());
     let id = h.log[0].0;
-    reactor.shutdown(Duration::from_secs(10));
+    reactor.context_mut().shutdown(Duration::from_secs(10));
     run_until(&mut reactor, &mut h, |h, _| {
         h.log.iter().any(|(_, e)| e == "ShutdownRequest")
     });
     // Not ended by the request: still writable.
-    assert_eq!(reactor.state(id).unwrap(), finwait::State::Open);
+    assert_eq!(reactor.context().state(id).unwrap(), finwait::State::Open);
     clock.advance(Duration::from_secs(2));
     client.shutdown(std::net::Shutdown::Write).unwrap();
     run_until(&mut reactor, &mut h, |h, _| !h.closes.is_empty());
@@ -204,7 +204,7 @@ fn on_shutdown_request_lets_the_work_in_progress_finish_within_the_grace() {
             "Close(false, Graceful, 0)"
         ]
     );
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_no_live_socket(&reactor);
 }
 
@@ -221,7 +221,7 @@ fn a_connection_that_never_finishes_is_destroyed_when_the_grace_runs_out() {
         stuck: true,
     };
     run_until(&mut reactor, &mut h, |h, _| !h.log.is_empty());
-    reactor.shutdown(Duration::from_secs(10));
+    reactor.context_mut().shutdown(Duration::from_secs(10));
     run_until(&mut reactor, &mut h, |h, _| {
         h.log.iter().any(|(_, e)| e == "ShutdownRequest")
     });
@@ -231,7 +231,7 @@ fn a_connection_that_never_finishes_is_destroyed_when_the_grace_runs_out() {
     // Nothing was queued: the peer sees a clean end, not a reset.
     let (got, ending) = read_to_end(&mut client);
     assert_eq!((got.len(), ending), (0, Ending::Fin));
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_no_live_socket(&reactor);
 }
 
@@ -253,12 +253,12 @@ fn listen_std_sweep_takes_the_whole_queue_of_a_socket_with_a_larger_backlog() {
         .listen_std(std_listener, ListenOptions::new())
         .unwrap();
     let mut h = echo();
-    reactor.close_listener(l).unwrap();
+    reactor.context_mut().close_listener(l).unwrap();
     for s in &mut clients {
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
     run_until(&mut reactor, &mut h, |h, r| {
-        h.sockets().len() == QUEUED && h.all_closed() && r.live_listeners() == 0
+        h.sockets().len() == QUEUED && h.all_closed() && r.context().live_listeners() == 0
     });
     assert_each_echoed_then_fin(clients);
     assert_eq!(reactor.stats().swept, QUEUED as u64);
@@ -269,7 +269,7 @@ fn shutdown_of_an_idle_reactor_completes_and_the_reactor_can_serve_and_shut_down
     let completions = std::rc::Rc::new(std::cell::Cell::new(0));
     struct Counting(std::rc::Rc<std::cell::Cell<u32>>);
     impl Handler for Counting {
-        fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+        fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
             if let Event::Data(bytes) = event {
                 let _ = cx.write(id, bytes);
             }
@@ -280,18 +280,18 @@ fn shutdown_of_an_idle_reactor_completes_and_the_reactor_can_serve_and_shut_down
     }
     let mut h = Counting(completions.clone());
     let mut reactor = Reactor::new().unwrap();
-    reactor.shutdown(Duration::from_secs(600));
-    reactor.run(&mut h).unwrap();
+    reactor.context_mut().shutdown(Duration::from_secs(600));
+    reactor.serve(&mut h).unwrap();
     assert_eq!(completions.get(), 1, "an idle reactor's shutdown completes");
     // A second life: serve, then shut down again; the first grace timer is gone.
     let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
     let addr = reactor.listener_addr(l).unwrap();
     let mut clients = queued_clients(addr, 3);
-    reactor.shutdown(Duration::from_secs(600));
+    reactor.context_mut().shutdown(Duration::from_secs(600));
     for s in &mut clients {
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    reactor.run(&mut h).unwrap();
+    reactor.serve(&mut h).unwrap();
     assert_eq!(completions.get(), 2);
     assert_each_echoed_then_fin(clients);
     assert_no_live_socket(&reactor);
@@ -302,8 +302,8 @@ fn shutdown_of_an_idle_reactor_completes_and_the_reactor_can_serve_and_shut_down
 fn on_shutdown_request_runs_once_per_socket_across_two_shutdowns() {
     struct Requests(Vec<SocketId>);
     impl Handler for Requests {
-        fn on_event(&mut self, _: &mut Context, _: SocketId, _: Event<'_>) {}
-        fn on_shutdown_request(&mut self, _: &mut Context, id: SocketId) {
+        fn on_event(&mut self, _: &mut Context, _: SocketId, _: &mut (), _: Event<'_>) {}
+        fn on_shutdown_request(&mut self, _: &mut Context, id: SocketId, _: &mut ()) {
             self.0.push(id); // and does not end it
         }
     }
@@ -316,12 +316,13 @@ fn on_shutdown_request_runs_once_per_socket_across_two_shutdowns() {
             .unwrap();
     }
     reactor
+        .context_mut()
         .shutdown_listener(l, Duration::from_secs(600))
         .unwrap();
     for _ in 0..5 {
         reactor.run_once(&mut h, Some(Duration::ZERO)).unwrap();
     }
-    reactor.shutdown(Duration::from_secs(600));
+    reactor.context_mut().shutdown(Duration::from_secs(600));
     for _ in 0..5 {
         reactor.run_once(&mut h, Some(Duration::ZERO)).unwrap();
     }
@@ -329,8 +330,8 @@ fn on_shutdown_request_runs_once_per_socket_across_two_shutdowns() {
     seen.sort();
     seen.dedup();
     assert_eq!((h.0.len(), seen.len()), (3, 3), "{:?}", h.0);
-    reactor.stop_now();
-    reactor.run(&mut h).unwrap();
+    reactor.context_mut().stop_now();
+    reactor.serve(&mut h).unwrap();
     drop(clients);
 }
 

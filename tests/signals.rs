@@ -24,7 +24,7 @@ fn a_second_signal_during_the_graceful_shutdown_stops_at_once() {
     // SAFETY: raise only sends a signal to this process; signal-hook's handler is installed.
     assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
     run_until(&mut reactor, &mut h, |_, r| {
-        r.is_shutting_down() && r.state(id).is_ok_and(|s| s != State::Open)
+        r.context().is_shutting_down() && r.context().state(id).is_ok_and(|s| s != State::Open)
     });
     // Ended gracefully: the client reads the FIN...
     let (got, ending) = read_to_end(&mut client);
@@ -33,7 +33,7 @@ fn a_second_signal_during_the_graceful_shutdown_stops_at_once() {
     assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
     run_until(&mut reactor, &mut h, |h, _| !h.closed.is_empty());
     assert_eq!(h.closed[&id].reason, CloseReason::LocalDestroy);
-    reactor.run(&mut h).unwrap(); // returns: stopped and idle
+    reactor.serve(&mut h).unwrap(); // returns: stopped and idle
     assert_no_live_socket(&reactor);
     drop(client);
 }

@@ -68,8 +68,8 @@ fn sigpipe_child() {
             .run_once(&mut h, Some(Duration::from_millis(10)))
             .unwrap();
         // Keep writing after the reset so a send is sure to hit EPIPE.
-        for id in reactor.socket_ids() {
-            let _ = reactor.write(id, &chunk);
+        for id in reactor.context().socket_ids() {
+            let _ = reactor.context_mut().write(id, &chunk);
         }
     }
     peer_thread.join().unwrap();

@@ -46,7 +46,7 @@ fn counters_read_back_the_closes_a_test_caused() {
             let local = p.local_addr().unwrap();
             *h.sockets()
                 .iter()
-                .find(|&&id| reactor.peer_addr(id).unwrap() == local)
+                .find(|&&id| reactor.context().peer_addr(id).unwrap() == local)
                 .unwrap()
         })
         .collect();
@@ -54,14 +54,17 @@ fn counters_read_back_the_closes_a_test_caused() {
         let id = ids[i];
         match i / N {
             0 => reset_on_close(p),
-            1 => reactor.end(id).unwrap(),
+            1 => reactor.context_mut().end(id).unwrap(),
             2 => {
                 p.write_all(b"bye").unwrap();
                 p.shutdown(Shutdown::Write).unwrap();
             }
             _ => {
-                reactor.write(id, &vec![7u8; 64 << 20]).unwrap();
-                reactor.reset_and_destroy(id).unwrap();
+                reactor
+                    .context_mut()
+                    .write(id, &vec![7u8; 64 << 20])
+                    .unwrap();
+                reactor.context_mut().reset_and_destroy(id).unwrap();
             }
         }
     }
@@ -102,8 +105,8 @@ fn counters_read_back_the_closes_a_test_caused() {
         shown.contains(&format!("peer_reset {N}")) && shown.contains(&format!("graceful {N}")),
         "{shown}"
     );
-    reactor.close_listener(l).unwrap();
-    reactor.run(&mut h).unwrap();
+    reactor.context_mut().close_listener(l).unwrap();
+    reactor.serve(&mut h).unwrap();
     drop(kept);
     assert_no_live_socket(&reactor);
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor};
+use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor, ReactorOptions};
 
 /// The options every example server takes (CONTRACT.md).
 pub struct Server {
@@ -72,7 +72,7 @@ pub fn parse_args<O>(
 /// The library logs both signals at warn, each reactor its own line (`init_logging` says
 /// which reactor): `signal received: shutting down, N connections (grace ...); send it again
 /// to stop now`, then `signal received again: stopping now (N connections destroyed)`.
-pub fn serve<H: Handler + 'static>(
+pub fn serve<A: Default + 'static, H: Handler<A> + 'static>(
     server: &Server,
     options: ListenOptions,
     make: impl Fn() -> H + Send + Sync + 'static,
@@ -80,9 +80,9 @@ pub fn serve<H: Handler + 'static>(
     let grace = Duration::from_millis(server.shutdown_ms);
     let addrs = resolve("listen", &server.listen)?;
     if server.reactors <= 1 {
-        let mut reactor = Reactor::new()?;
+        let mut reactor = Reactor::<A>::with_attachment(ReactorOptions::default())?;
         listen(&mut reactor, &addrs, server.shutdown_ms, options)?;
-        reactor.run(&mut make())?;
+        reactor.serve(&mut make())?;
         log::info!("stopped: {}", reactor.stats());
         return Ok(());
     }
@@ -114,8 +114,8 @@ fn naming(addr: SocketAddr, e: finwait::Error) -> finwait::Error {
 
 /// Listens on one reactor (the first of `addrs` that binds), prints the `listening on` line
 /// and arms the graceful shutdown on SIGTERM/SIGINT (see [`serve`]).
-pub fn listen(
-    reactor: &mut Reactor,
+pub fn listen<A: Default>(
+    reactor: &mut Reactor<A>,
     addrs: &[SocketAddr],
     shutdown_ms: u64,
     options: ListenOptions,

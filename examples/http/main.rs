@@ -41,13 +41,15 @@
 mod common;
 mod request;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use finwait::{Context, Event, Handler, ListenOptions, SocketId};
 
 use request::{Parse, Request, Version};
+
+/// The reactor's context, with each socket's [`Conn`] attached.
+type Cx = Context<Conn>;
 
 const HELP: &str = "\
 http — a minimal HTTP/1.1 server on finwait
@@ -111,7 +113,7 @@ enum Timer {
     Off,
 }
 
-/// Per-connection state.
+/// Per-connection state: the socket's attachment, handed to every event of it.
 struct Conn {
     /// Bytes received and not yet parsed start at `buf[pos]`. Appended to only while not
     /// blocked, and parsing consumes it until an incomplete head (under `MAX_HEAD` bytes, or
@@ -130,8 +132,8 @@ struct Conn {
     timer: Timer,
 }
 
-impl Conn {
-    fn new() -> Conn {
+impl Default for Conn {
+    fn default() -> Conn {
         Conn {
             buf: Vec::new(),
             pos: 0,
@@ -147,19 +149,12 @@ impl Conn {
 struct Server {
     idle: Option<Duration>,
     header: Option<Duration>,
-    conns: HashMap<SocketId, Conn>,
 }
 
-impl Handler for Server {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+impl Handler<Conn> for Server {
+    fn on_event(&mut self, cx: &mut Cx, id: SocketId, c: &mut Conn, event: Event<'_>) {
         match event {
-            Event::Accepted(_) => {
-                self.conns.insert(id, Conn::new());
-            }
             Event::Data(mut bytes) => {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
-                };
                 if c.ending {
                     // After end(): finwait reads until the peer's FIN; nothing to do here.
                     return;
@@ -173,36 +168,26 @@ impl Handler for Server {
                     bytes = &bytes[n..];
                 }
                 c.buf.extend_from_slice(bytes);
-                self.process(cx, id);
+                self.process(cx, id, c);
             }
             Event::Drain => {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
-                };
                 if !c.blocked || c.ending {
                     return;
                 }
                 c.blocked = false;
-                self.process(cx, id);
-                if let Some(c) = self.conns.get(&id)
-                    && !c.blocked
-                    && !c.ending
-                {
+                self.process(cx, id, c);
+                if !c.blocked && !c.ending {
                     let _ = cx.resume(id);
                 }
             }
-            Event::Timeout => self.on_timeout(cx, id),
+            Event::Timeout => self.on_timeout(cx, id, c),
             Event::End => {
                 // The client finished sending. Without allow_half_open finwait ends the
                 // socket right after this handler, after every response already queued; a
                 // partial head left in the buffer can never complete and is dropped.
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.ending = true;
-                }
+                c.ending = true;
             }
-            Event::Close(_) => {
-                self.conns.remove(&id);
-            }
+            // The attachment is dropped with the socket after `Close`: nothing to clean up.
             _ => {}
         }
     }
@@ -210,21 +195,15 @@ impl Handler for Server {
     /// The graceful shutdown asks this connection to finish. Whatever had arrived was read
     /// (and answered, with `Connection: close`) before this call, unless the connection was
     /// paused: then the next request waiting in its buffer gets that last answer.
-    fn on_shutdown_request(&mut self, cx: &mut Context, id: SocketId) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            let _ = cx.end(id);
-            return;
-        };
+    fn on_shutdown_request(&mut self, cx: &mut Cx, id: SocketId, c: &mut Conn) {
         if c.ending {
             return;
         }
         c.blocked = false;
-        self.process(cx, id);
+        self.process(cx, id, c);
         // No complete request was waiting (an idle keep-alive connection, or a head still
         // arriving): nothing to answer.
-        if let Some(c) = self.conns.get_mut(&id)
-            && !c.ending
-        {
+        if !c.ending {
             finish(cx, id, c);
         }
     }
@@ -233,10 +212,7 @@ impl Handler for Server {
 impl Server {
     /// Answers every complete request in the buffer, in order, then sets the timer. During a
     /// graceful shutdown the first answer says `Connection: close` and ends the connection.
-    fn process(&mut self, cx: &mut Context, id: SocketId) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
+    fn process(&mut self, cx: &mut Cx, id: SocketId, c: &mut Conn) {
         let mut incomplete = false;
         while !c.ending && !c.blocked {
             let available = (c.buf.len() - c.pos) as u64;
@@ -326,10 +302,7 @@ impl Server {
         }
     }
 
-    fn on_timeout(&mut self, cx: &mut Context, id: SocketId) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
+    fn on_timeout(&mut self, cx: &mut Cx, id: SocketId, c: &mut Conn) {
         match c.timer {
             Timer::Off => {}
             Timer::Idle => {
@@ -367,7 +340,7 @@ enum Answer {
 
 /// Writes the response to one request; with `last`, it says `Connection: close` whatever the
 /// request asked for.
-fn respond(cx: &mut Context, id: SocketId, request: &Request, last: bool) -> Answer {
+fn respond(cx: &mut Cx, id: SocketId, request: &Request, last: bool) -> Answer {
     let keep_alive = request.keep_alive && !last;
     let (status, extra, body): (&str, &str, &[u8]) = match request.method.as_str() {
         "GET" => ("200 OK", "", BODY),
@@ -414,7 +387,7 @@ fn error_response(status: u16, reason: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn request_timeout(cx: &mut Context, id: SocketId, c: &mut Conn) {
+fn request_timeout(cx: &mut Cx, id: SocketId, c: &mut Conn) {
     log::debug!("{id}: request header timeout");
     let _ = cx.write_owned(id, error_response(408, "Request Timeout"));
     finish(cx, id, c);
@@ -422,7 +395,7 @@ fn request_timeout(cx: &mut Context, id: SocketId, c: &mut Conn) {
 
 /// Ends the connection: queued responses, then FIN. finwait goes on reading until the
 /// client's FIN (bounded by its FIN-wait deadline); we ignore what it reads.
-fn finish(cx: &mut Context, id: SocketId, c: &mut Conn) {
+fn finish(cx: &mut Cx, id: SocketId, c: &mut Conn) {
     c.ending = true;
     c.blocked = false;
     c.head_started = None;
@@ -440,10 +413,6 @@ fn serve((args, o): (common::Server, Options)) -> finwait::Result<()> {
     let idle = ms(o.idle_timeout_ms);
     let header = ms(o.header_timeout_ms);
     common::serve(&args, ListenOptions::new().idle_timeout(idle), move || {
-        Server {
-            idle,
-            header,
-            conns: HashMap::new(),
-        }
+        Server { idle, header }
     })
 }

@@ -117,7 +117,7 @@ fn recorder<F: FnMut(&mut Context, SocketId, &Event<'_>)>(on: F) -> Recorder<F> 
 }
 
 impl<F: FnMut(&mut Context, SocketId, &Event<'_>)> Handler for Recorder<F> {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match self.id {
             None => self.id = Some(id),
             Some(first) => assert_eq!(first, id, "a second socket appeared: {event:?}"),
@@ -370,6 +370,7 @@ fn exchange(plan: &[(Call, i32, usize)]) -> Exchange {
     );
     let id = handler.id.unwrap();
     let queued = reactor
+        .context()
         .bytes_queued(id)
         .expect("socket live after the greeting");
     assert!(
@@ -387,7 +388,11 @@ fn exchange(plan: &[(Call, i32, usize)]) -> Exchange {
     if report.ending == Ending::Fin {
         assert_no_reset_after_fin(&mut report.stream, &what);
     }
-    assert_eq!(reactor.live_sockets(), 0, "{what}: socket not released");
+    assert_eq!(
+        reactor.context().live_sockets(),
+        0,
+        "{what}: socket not released"
+    );
     Exchange {
         events: handler.events,
         close: handler.close.unwrap(),
@@ -525,7 +530,7 @@ fn eintr_on_direct_send_loses_no_flush_and_no_fin() {
     assert_no_reset_after_fin(&mut report.stream, "EINTR on the direct send");
     assert_eq!(handler.data, request, "the server read other bytes");
     assert_eq!(handler.close.unwrap().unsent, 0);
-    assert_eq!(reactor.live_sockets(), 0, "socket not released");
+    assert_eq!(reactor.context().live_sockets(), 0, "socket not released");
 }
 
 #[test]
@@ -620,7 +625,7 @@ fn failing_write(call: Call, errno: i32) -> Failed {
         "the server's Close and the peer's end",
         |h, reactor| {
             if let Some(id) = h.id
-                && let Ok(n) = reactor.bytes_written(id)
+                && let Ok(n) = reactor.context().bytes_written(id)
             {
                 written = n;
             }
@@ -628,7 +633,7 @@ fn failing_write(call: Call, errno: i32) -> Failed {
         },
     );
     let report = peer.join();
-    assert_eq!(reactor.live_sockets(), 0, "socket not released");
+    assert_eq!(reactor.context().live_sockets(), 0, "socket not released");
     Failed {
         events: handler.events,
         close: handler.close.unwrap(),
@@ -740,5 +745,5 @@ fn enotconn_on_shutdown_with_empty_so_error_is_a_peer_reset() {
     );
     assert_eq!(handler.close.unwrap().unsent, 0);
     assert_eq!(report.received, payload, "the peer read other bytes");
-    assert_eq!(reactor.live_sockets(), 0, "socket not released");
+    assert_eq!(reactor.context().live_sockets(), 0, "socket not released");
 }

@@ -85,7 +85,7 @@ impl<F> Recorder<F> {
 }
 
 impl<F: FnMut(&mut Context, SocketId, &Event<'_>)> Handler for Recorder<F> {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         assert!(
             !self.closed.contains_key(&id),
             "{id}: event {event:?} after Close"
@@ -132,7 +132,7 @@ pub fn run_until<H: Handler>(
 
 /// Asserts that the reactor holds nothing: every test ends with this.
 pub fn assert_no_live_socket(reactor: &Reactor) {
-    assert_eq!(reactor.live_sockets(), 0, "sockets still live");
+    assert_eq!(reactor.context().live_sockets(), 0, "sockets still live");
 }
 
 /// How a peer's read side ended.

@@ -84,7 +84,7 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         if let Event::Accepted(_) = event {
             self.learn(id);
             return;
@@ -123,12 +123,12 @@ impl Handler for Recorder {
 fn facts(r: &Reactor, id: SocketId) -> String {
     format!(
         "{:?} {:?} {:?} {:?} {:?} {:?}",
-        r.state(id).map_err(|e| e.to_string()),
-        r.ready_state(id).map_err(|e| e.to_string()),
-        r.bytes_written(id).map_err(|e| e.to_string()),
-        r.bytes_queued(id).map_err(|e| e.to_string()),
-        r.bytes_read(id).map_err(|e| e.to_string()),
-        r.listener_of(id).map_err(|e| e.to_string()),
+        r.context().state(id).map_err(|e| e.to_string()),
+        r.context().ready_state(id).map_err(|e| e.to_string()),
+        r.context().bytes_written(id).map_err(|e| e.to_string()),
+        r.context().bytes_queued(id).map_err(|e| e.to_string()),
+        r.context().bytes_read(id).map_err(|e| e.to_string()),
+        r.context().listener_of(id).map_err(|e| e.to_string()),
     )
 }
 
@@ -143,21 +143,26 @@ fn make_call(r: &mut Reactor, id: SocketId, call: Call) -> Vec<Result<(), String
         })
     }
     match call {
-        Call::Write { len } => vec![name(r.write(id, &vec![7u8; usize::from(len)]))],
-        Call::End => vec![name(r.end(id))],
-        Call::Destroy => vec![name(r.destroy(id))],
-        Call::DestroySoon => vec![name(r.destroy_soon(id))],
-        Call::Reset => vec![name(r.reset_and_destroy(id))],
-        Call::Pause => vec![name(r.pause(id))],
-        Call::Resume => vec![name(r.resume(id))],
-        Call::SetTimeout => vec![name(r.set_timeout(id, Some(Duration::from_secs(60))))],
+        Call::Write { len } => vec![name(
+            r.context_mut().write(id, &vec![7u8; usize::from(len)]),
+        )],
+        Call::End => vec![name(r.context_mut().end(id))],
+        Call::Destroy => vec![name(r.context_mut().destroy(id))],
+        Call::DestroySoon => vec![name(r.context_mut().destroy_soon(id))],
+        Call::Reset => vec![name(r.context_mut().reset_and_destroy(id))],
+        Call::Pause => vec![name(r.context_mut().pause(id))],
+        Call::Resume => vec![name(r.context_mut().resume(id))],
+        Call::SetTimeout => vec![name(
+            r.context_mut()
+                .set_timeout(id, Some(Duration::from_secs(60))),
+        )],
         Call::Query => vec![
-            name(r.state(id)),
-            name(r.ready_state(id)),
-            name(r.bytes_written(id)),
-            name(r.bytes_queued(id)),
-            name(r.bytes_read(id)),
-            name(r.listener_of(id)),
+            name(r.context().state(id)),
+            name(r.context().ready_state(id)),
+            name(r.context().bytes_written(id)),
+            name(r.context().bytes_queued(id)),
+            name(r.context().bytes_read(id)),
+            name(r.context().listener_of(id)),
         ],
     }
 }
@@ -175,7 +180,7 @@ fn turn(r: &mut Reactor, h: &mut Recorder) {
 /// Every id answers according to its status.
 fn check_all(r: &Reactor, h: &mut Recorder) {
     for &id in &h.known {
-        let state = r.state(id);
+        let state = r.context().state(id);
         match h.status[&id] {
             Status::Stale => assert!(
                 matches!(state, Err(Error::StaleId)),
@@ -213,7 +218,7 @@ pub fn replay(ops: &[Operation]) {
                     let id = r.connect(addr, ConnectOptions::new()).expect("connect");
                     h.learn(id);
                     // A connect that failed at once (ports exhausted) is destroyed already.
-                    if matches!(r.state(id), Ok(State::Destroyed)) {
+                    if matches!(r.context().state(id), Ok(State::Destroyed)) {
                         h.status.insert(id, Status::Destroyed);
                     }
                 }
@@ -232,7 +237,7 @@ pub fn replay(ops: &[Operation]) {
                     .filter(|o| *o != id && h.status[o] != Status::Stale)
                     .collect();
                 let before: Vec<String> = others.iter().map(|&o| facts(&r, o)).collect();
-                let live_before = r.live_sockets();
+                let live_before = r.context().live_sockets();
                 let results = make_call(&mut r, id, call);
                 match status {
                     Status::Stale => {
@@ -249,7 +254,7 @@ pub fn replay(ops: &[Operation]) {
                             "step {step}: {call:?} on stale {id} changed another socket"
                         );
                         assert_eq!(
-                            r.live_sockets(),
+                            r.context().live_sockets(),
                             live_before,
                             "step {step}: stale call changed the socket count"
                         );
@@ -280,7 +285,7 @@ pub fn replay(ops: &[Operation]) {
                             );
                         }
                         // A call may destroy it (destroy, reset, a failed write).
-                        if matches!(r.state(id), Ok(State::Destroyed)) {
+                        if matches!(r.context().state(id), Ok(State::Destroyed)) {
                             h.status.insert(id, Status::Destroyed);
                         }
                     }
@@ -293,23 +298,33 @@ pub fn replay(ops: &[Operation]) {
     // Tear down: destroy everything, close the listener, and let the loop reclaim it all.
     for id in h.known.clone() {
         if h.status[&id] == Status::Live {
-            r.destroy(id)
+            r.context_mut()
+                .destroy(id)
                 .unwrap_or_else(|e| panic!("destroy live {id}: {e}"));
             h.status.insert(id, Status::Destroyed);
         }
     }
-    r.close_listener(listener).expect("close listener");
+    r.context_mut()
+        .close_listener(listener)
+        .expect("close listener");
     for _ in 0..4 {
         turn(&mut r, &mut h);
-        if r.live_sockets() == 0 && r.live_listeners() == 0 {
+        if r.context().live_sockets() == 0 && r.context().live_listeners() == 0 {
             break;
         }
     }
-    assert_eq!(r.live_sockets(), 0, "sockets left after teardown");
-    assert_eq!(r.live_listeners(), 0, "listener left after teardown");
+    assert_eq!(r.context().live_sockets(), 0, "sockets left after teardown");
+    assert_eq!(
+        r.context().live_listeners(),
+        0,
+        "listener left after teardown"
+    );
     for &id in &h.known {
         assert_eq!(h.status[&id], Status::Stale, "{id} never reclaimed");
-        assert!(matches!(r.write(id, b"x"), Err(Error::StaleId)));
+        assert!(matches!(
+            r.context_mut().write(id, b"x"),
+            Err(Error::StaleId)
+        ));
     }
     assert!(r.is_idle());
 }

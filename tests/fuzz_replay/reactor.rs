@@ -365,7 +365,7 @@ struct Rec {
 }
 
 impl Handler for Rec {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         if let Event::Accepted(_) = event {
             if cx.state(id).is_ok_and(|s| s == finwait::State::Destroyed) {
                 // Destroyed before the handler met it: taken off the accept queue when its
@@ -712,7 +712,7 @@ fn run(ops: &[Operation]) {
                 if let Some(stream) = peers[i].stream.take() {
                     let local = match h.by_peer.get(&i) {
                         None => LocalAtReset::NotAccepted,
-                        Some(&id) => match r.state(id) {
+                        Some(&id) => match r.context().state(id) {
                             Ok(State::Destroyed) | Err(_) => LocalAtReset::Gone,
                             Ok(state) => LocalAtReset::Live(id, state),
                         },
@@ -763,23 +763,23 @@ fn run(ops: &[Operation]) {
                         let len = u64::from(len % 8192);
                         let data: Vec<u8> =
                             (0..len).map(|k| local_byte(local.written + k)).collect();
-                        if r.write(id, &data).is_ok() {
+                        if r.context_mut().write(id, &data).is_ok() {
                             local.written += len;
                         }
                         false
                     }
-                    LocalCall::End => r.end(id).is_ok(),
-                    LocalCall::DestroySoon => r.destroy_soon(id).is_ok(),
-                    LocalCall::ResetAndDestroy => r.reset_and_destroy(id).is_ok(),
+                    LocalCall::End => r.context_mut().end(id).is_ok(),
+                    LocalCall::DestroySoon => r.context_mut().destroy_soon(id).is_ok(),
+                    LocalCall::ResetAndDestroy => r.context_mut().reset_and_destroy(id).is_ok(),
                     LocalCall::Pause => {
-                        let _ = r.pause(id);
+                        let _ = r.context_mut().pause(id);
                         false
                     }
                     LocalCall::Resume => {
-                        let _ = r.resume(id);
+                        let _ = r.context_mut().resume(id);
                         false
                     }
-                    LocalCall::Destroy => r.destroy(id).is_ok(),
+                    LocalCall::Destroy => r.context_mut().destroy(id).is_ok(),
                 };
                 if closing && let Some(reset) = &mut h.resets[i] {
                     reset.closed_by_app = true;
@@ -789,17 +789,17 @@ fn run(ops: &[Operation]) {
                 let grace = Duration::from_millis(u64::from(grace_ms % 100));
                 // It ends every socket of the listener: a reset already there may then be
                 // overtaken by that `end` (a graceful close at once after the peer's FIN).
-                if r.shutdown_listener(listener, grace).is_ok() {
+                if r.context_mut().shutdown_listener(listener, grace).is_ok() {
                     for reset in h.resets.iter_mut().flatten() {
                         reset.closed_by_app = true;
                     }
                 }
             }
-            Operation::CloseListener => drop(r.close_listener(listener)),
+            Operation::CloseListener => drop(r.context_mut().close_listener(listener)),
             Operation::SiblingLeaves { grace_ms } => {
                 let grace = Duration::from_millis(u64::from(grace_ms % 100));
                 if let Some(sibling) = sibling
-                    && r.shutdown_listener(sibling, grace).is_ok()
+                    && r.context_mut().shutdown_listener(sibling, grace).is_ok()
                 {
                     for reset in h.resets.iter_mut().flatten() {
                         reset.closed_by_app = true;
@@ -816,7 +816,7 @@ fn run(ops: &[Operation]) {
     let started = Instant::now();
     let mut ended: HashSet<SocketId> = HashSet::new();
     loop {
-        for id in r.socket_ids() {
+        for id in r.context().socket_ids() {
             // A connection taken off the accept queue when the listener closed exists before
             // its `Accepted` is delivered: end it once the handler has met it.
             if !h.locals.contains_key(&id) {
@@ -828,8 +828,8 @@ fn run(ops: &[Operation]) {
                 .and_then(|l| h.resets[l.peer])
                 .is_some_and(|reset| reset.rst);
             if !reset_by_peer && ended.insert(id) {
-                let _ = r.resume(id);
-                let _ = r.end(id);
+                let _ = r.context_mut().resume(id);
+                let _ = r.context_mut().end(id);
             }
         }
         turn(&mut r, &mut h, Duration::from_millis(1));
@@ -846,11 +846,16 @@ fn run(ops: &[Operation]) {
         }
         // A peer not accepted yet is not done: it sees EOF only after its socket closed (or
         // a reset when the listener closed with it in the backlog).
-        if r.live_sockets() == 0 && peers.iter().all(Peer::done) {
+        if r.context().live_sockets() == 0 && peers.iter().all(Peer::done) {
             break;
         }
         if started.elapsed() > DRAIN_LIMIT {
-            let states: Vec<_> = r.socket_ids().iter().map(|&id| (id, r.state(id))).collect();
+            let states: Vec<_> = r
+                .context()
+                .socket_ids()
+                .iter()
+                .map(|&id| (id, r.context().state(id)))
+                .collect();
             let peer_states: Vec<_> = peers
                 .iter()
                 .enumerate()
@@ -872,7 +877,7 @@ fn run(ops: &[Operation]) {
                 .collect();
             panic!(
                 "drain did not finish in {DRAIN_LIMIT:?}: live sockets {states:?}, listeners {}, peers {peer_states:#?}",
-                r.live_listeners()
+                r.context().live_listeners()
             );
         }
     }
@@ -927,14 +932,14 @@ fn run(ops: &[Operation]) {
             "{id}: received more than the peer wrote"
         );
     }
-    assert_eq!(r.live_sockets(), 0);
-    let _ = r.close_listener(listener); // may be closed already
+    assert_eq!(r.context().live_sockets(), 0);
+    let _ = r.context_mut().close_listener(listener); // may be closed already
     if let Some(sibling) = sibling {
-        let _ = r.close_listener(sibling);
+        let _ = r.context_mut().close_listener(sibling);
     }
     turn(&mut r, &mut h, Duration::ZERO);
     turn(&mut r, &mut h, Duration::ZERO);
-    assert_eq!(r.live_listeners(), 0, "listener not reclaimed");
+    assert_eq!(r.context().live_listeners(), 0, "listener not reclaimed");
     assert_eq!(
         h.listener_closes,
         1 + usize::from(sibling.is_some()),
