@@ -20,6 +20,11 @@
 //! reported as `kernel_migrated`). The window is narrow on loopback: a few leaves in a hundred
 //! hit it, and a run of the baseline may show no reset at all. It is reported as measured.
 //!
+//! With `tcp_migrate_req = 1` the test asserts that no client is reset once its `connect`
+//! returned, refused, or answered wrongly. A reset *during* `connect` is the kernel's own race
+//! (see `src/group.rs`: the final ACK of a handshake processed at the instant of the close) and
+//! is counted apart as `handshake_resets`, bounded by the handshakes that can be in flight.
+//!
 //! The two reports are printed past the harness's capture; `-- --nocapture` adds the first
 //! failures the baseline saw.
 
@@ -111,7 +116,23 @@ fn a_reactor_leaving_while_clients_connect_resets_no_client_with_tcp_migrate_req
             describe(&baseline)
         );
     }
-    assert!(migrated["ok"] > 0 && migrated["ok"] == migrated["connections"]);
+    // The kernel's own window: a handshake whose final ACK is being processed while the
+    // listener closes. The ACK's path checked that the listener was listening, then
+    // `inet_csk_reqsk_queue_add` (net/ipv4/inet_connection_sock.c) finds it closed and
+    // `inet_child_forget`s the new connection, which sends an RST — before the client's
+    // `connect` returns, so no program on either side ever held that connection, and
+    // `tcp_migrate_req` does not cover it (it moves requests and queued connections, not one
+    // caught mid-insertion). Only handshakes in flight at the instant of the one close can
+    // meet it: at most one per client thread per round.
+    assert!(
+        migrated["handshake_resets"] <= CLIENTS * ROUNDS,
+        "more handshake resets than handshakes in flight at the leaves: {}",
+        describe(&migrated)
+    );
+    assert!(
+        migrated["ok"] > 0
+            && migrated["ok"] + migrated["handshake_resets"] == migrated["connections"]
+    );
 }
 
 /// Writes past the test harness's capture, so that a skip shows in a plain `cargo test`.
@@ -131,6 +152,7 @@ fn describe(report: &BTreeMap<String, usize>) -> String {
         "connections",
         "ok",
         "resets",
+        "handshake_resets",
         "refused",
         "bad",
         "other",
@@ -336,11 +358,12 @@ fn inner_a_reactor_leaves_while_clients_connect() {
     );
     println!(
         "{REPORT} migrate_req={migrate} rounds={ROUNDS} connections={} ok={} resets={} \
-         refused={} bad={} other={} accepted_by_leaving={} swept={} kernel_migrated={migrated} \
+         handshake_resets={} refused={} bad={} other={} accepted_by_leaving={} swept={} kernel_migrated={migrated} \
          kernel_migrate_failed={failed}",
         total.connections,
         total.ok,
         total.resets,
+        total.handshake_resets,
         total.refused,
         total.bad,
         total.other,
@@ -399,6 +422,7 @@ struct Counts {
     connections: usize,
     ok: usize,
     resets: usize,
+    handshake_resets: usize,
     refused: usize,
     bad: usize,
     other: usize,
@@ -415,6 +439,7 @@ impl Counts {
         self.connections += other.connections;
         self.ok += other.ok;
         self.resets += other.resets;
+        self.handshake_resets += other.handshake_resets;
         self.refused += other.refused;
         self.bad += other.bad;
         self.other += other.other;
@@ -469,6 +494,8 @@ impl Handler for LineEcho {
 enum Outcome {
     Ok,
     Reset(String),
+    /// Reset before `connect` returned: the handshake's final ACK met the closing listener.
+    HandshakeReset(String),
     Refused(String),
     Bad(String),
     Other(String),
@@ -531,6 +558,10 @@ fn one_round() -> Counts {
                     counts.resets += 1;
                     format!("reset: {e}")
                 }
+                Outcome::HandshakeReset(e) => {
+                    counts.handshake_resets += 1;
+                    format!("reset during the handshake: {e}")
+                }
                 Outcome::Refused(e) => {
                     counts.refused += 1;
                     format!("refused: {e}")
@@ -580,6 +611,9 @@ fn one_connection(addr: SocketAddr, client: usize, n: usize) -> Outcome {
     };
     let mut s = match TcpStream::connect(addr) {
         Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+            return Outcome::HandshakeReset(format!("connect ({line:?}): {e}"));
+        }
         Err(e) => return classify("connect", e),
     };
     s.set_read_timeout(Some(LIMIT)).unwrap();
