@@ -1156,7 +1156,7 @@ impl OneWay {
 }
 
 impl Handler for OneWay {
-    fn on_event(&mut self, cx: &mut Context, id: SocketId, event: Event<'_>) {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
         match event {
             Event::Connect | Event::Drain if self.upload => self.pump(cx, id),
             Event::Data(bytes) => {
