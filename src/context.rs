@@ -16,9 +16,10 @@ use mio::Registry;
 use crate::driver::{Queued, ShutdownPhase, TimerKey, later};
 use crate::error::{Error, Result};
 use crate::event::ReadyState;
-use crate::id::{ListenerId, SocketId};
+use crate::id::{ListenerId, PipeId, SocketId};
 use crate::listener::{ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions, ReactorOptions};
+use crate::pipe::{PipeAction, PipeMachine, PipeOptions, PipeSlot, Side};
 use crate::socket::Slot;
 use crate::socket::machine::{Actions, State};
 use crate::stats::Stats;
@@ -43,6 +44,9 @@ pub struct Context<A = ()> {
     pub(crate) registry: Registry,
     pub(crate) sockets: Table<SocketId, Slot>,
     pub(crate) listeners: Table<ListenerId, ListenerSlot>,
+    pub(crate) pipes: Table<PipeId, PipeSlot>,
+    /// Scratch buffer for a pipe machine's actions.
+    pub(crate) pipe_actions: Vec<PipeAction>,
     pub(crate) queue: VecDeque<Queued>,
     /// Scratch buffers for the machines' actions, drained by the driver after each input.
     pub(crate) actions: Actions,
@@ -127,6 +131,8 @@ impl<A> Context<A> {
             registry,
             sockets: Table::default(),
             listeners: Table::default(),
+            pipes: Table::default(),
+            pipe_actions: Vec::new(),
             queue: VecDeque::new(),
             actions: Actions::new(),
             listener_actions: ListenerActions::new(),
@@ -562,6 +568,96 @@ impl<A> Context<A> {
             self.attachments.resize_with(index + 1, || None);
         }
         Ok(self.attachments[index].get_or_insert_with(A::default))
+    }
+
+    /// Forwards both ways between sockets `a` and `b` — a proxy's pair — carrying the close
+    /// model across (SEMANTICS B5):
+    ///
+    /// - bytes read from one are written to the other, with backpressure: a side whose
+    ///   destination is over its high-water mark is paused until the destination drains;
+    /// - a side's FIN is passed on (`end()` of the other) after every byte read before it,
+    ///   and the other direction keeps flowing (both sockets become half-open);
+    /// - when one side's stream breaks — peer reset, error, [`reset_and_destroy`], bytes
+    ///   dropped — the other is reset, so its peer sees ECONNRESET and never mistakes a
+    ///   truncated stream for a complete one ([`PipeOptions::reset_on_break`] turns that
+    ///   into a lingering close). A side that closes without loss (a `destroy` with nothing
+    ///   queued, a deadline) gives the other a lingering close (flush, FIN, discard input);
+    /// - a half-closed pair cannot wait forever: the side that was `end()`ed has the FIN
+    ///   wait ([`ReactorOptions::fin_wait`]), and its close ends the other side;
+    /// - once both sockets closed, [`Handler::on_pipe_closed`](crate::Handler::on_pipe_closed)
+    ///   gets one [`PipeSummary`](crate::PipeSummary): bytes each way, which side closed first,
+    ///   and how each closed.
+    ///
+    /// While piped, a socket's `End`, `Drain` and `Finish` go to the pipe, and its `Data`
+    /// too unless [`PipeOptions::watch`] is on; `Connect`, `Timeout`, `Error` and `Close`
+    /// still reach the handler. A socket still connecting can be piped: bytes for it are
+    /// queued until it connects, and a failed connect resets the other side.
+    ///
+    /// ```no_run
+    /// use finwait::{ConnectOptions, Event, ListenOptions, PipeOptions, Reactor};
+    ///
+    /// // A TCP proxy: every accepted connection is piped to a new upstream connection.
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.listen("127.0.0.1:7000", ListenOptions::new())?;
+    /// reactor.run(&mut |cx, id, event| {
+    ///     if let Event::Accepted(_) = event {
+    ///         let piped = cx
+    ///             .connect("127.0.0.1:8080", ConnectOptions::new())
+    ///             .and_then(|upstream| cx.pipe(id, upstream, PipeOptions::new()));
+    ///         if piped.is_err() {
+    ///             let _ = cx.reset_and_destroy(id);
+    ///         }
+    ///     }
+    /// })?;
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleId`] or [`Error::Destroyed`] for a socket that is gone;
+    /// [`Error::InvalidOption`] when `a == b` or either socket is already piped. Pipe a
+    /// socket before its `End` is delivered, or give it `allow_half_open`: one that ended
+    /// itself at its peer's FIN can no longer take the other side's bytes, and the pipe
+    /// resets that other side.
+    ///
+    /// [`reset_and_destroy`]: Self::reset_and_destroy
+    /// [`ReactorOptions::fin_wait`]: crate::ReactorOptions::fin_wait
+    pub fn pipe(&mut self, a: SocketId, b: SocketId, options: PipeOptions) -> Result<PipeId> {
+        if a == b {
+            return Err(Error::InvalidOption("a socket cannot be piped to itself"));
+        }
+        for id in [a, b] {
+            let slot = self.slot(id)?;
+            if slot.conn.is_destroyed() {
+                return Err(Error::Destroyed);
+            }
+            if slot.pipe.is_some() {
+                return Err(Error::InvalidOption("the socket is already piped"));
+            }
+        }
+        let pipe = self.pipes.insert(PipeSlot {
+            sockets: [a, b],
+            machine: PipeMachine::new(options.reset_on_break),
+            watch: options.watch,
+        });
+        for (side, id) in [(Side::A, a), (Side::B, b)] {
+            let slot = self.slot_mut(id)?;
+            slot.pipe = Some(pipe);
+            slot.conn.set_allow_half_open(true);
+            // A FIN that already came (its `End` delivered, or still queued — the machine
+            // takes a side's FIN once) is passed on now.
+            let peer_fin = matches!(
+                slot.conn.state(),
+                State::HalfClosedRemote | State::Closing { peer_fin: true, .. }
+            );
+            // The pipe reads both sides from now on.
+            let _ = self.resume(id);
+            if peer_fin && let Some(p) = self.pipes.get_mut(pipe) {
+                p.machine.on_end(side, &mut self.pipe_actions);
+            }
+        }
+        self.apply_pipe(pipe);
+        Ok(pipe)
     }
 
     // ---- sockets: facts ------------------------------------------------------------------

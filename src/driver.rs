@@ -20,9 +20,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::event::{CloseReason, Deadline, Event, ListenerEvent};
 use crate::handler::Handler;
-use crate::id::{ListenerId, SocketId, TokenKind};
+use crate::id::{ListenerId, PipeId, SocketId, TokenKind};
 use crate::listener::{Listener, ListenerAction, ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions};
+use crate::pipe::{PipeAction, PipeSummary};
 use crate::reactor::Reactor;
 use crate::socket::machine::{Action, Actions, Conn, State};
 use crate::socket::write_queue::MAX_SLICES;
@@ -55,6 +56,8 @@ pub(crate) enum ShutdownPhase {
 pub(crate) enum Queued {
     Socket(SocketId, Event<'static>),
     Listener(ListenerId, ListenerEvent),
+    /// A pipe's two sockets both closed.
+    PipeClosed(PipeSummary),
 }
 
 /// `now + d`, saturating far in the future instead of overflowing on absurd durations.
@@ -857,7 +860,13 @@ impl<A: Default> Reactor<A> {
                         slot.readable = false;
                     }
                     if slot.conn.on_read(n) {
+                        let pipe = slot.pipe;
                         self.deliver(handler);
+                        if let Some(pipe) = pipe
+                            && !self.cx.forward(id, pipe, &self.read_buf[..n])
+                        {
+                            continue;
+                        }
                         let mut attachment = self.cx.lend(id);
                         let data = Event::Data(&self.read_buf[..n]);
                         handler.on_event(&mut self.cx, id, &mut attachment, data);
@@ -876,5 +885,106 @@ impl<A: Default> Reactor<A> {
                 }
             }
         }
+    }
+}
+
+// ---- pipes: forwarding and the pair machine's actions --------------------------------------
+
+impl<A> Context<A> {
+    /// Hands `bytes`, just read from the piped socket `from`, to the other side of `pipe`.
+    /// Returns whether the handler still gets them as `Data` (the pipe is watched).
+    pub(crate) fn forward(&mut self, from: SocketId, pipe: PipeId, bytes: &[u8]) -> bool {
+        let Some(slot) = self.pipes.get(pipe) else {
+            return true;
+        };
+        let Some(side) = slot.side_of(from) else {
+            return true;
+        };
+        let (to, watch) = (slot.socket(side.other()), slot.watch);
+        let result = self.write_cow(to, Cow::Borrowed(bytes));
+        let Some(slot) = self.pipes.get_mut(pipe) else {
+            return watch;
+        };
+        match result {
+            Ok(below) => {
+                slot.machine
+                    .on_forwarded(side, bytes.len(), below, &mut self.pipe_actions)
+            }
+            Err(e) => {
+                log::debug!("{pipe}: {to} refused bytes from {from}: {e}");
+                slot.machine.on_forward_failed(side, &mut self.pipe_actions)
+            }
+        }
+        self.apply_pipe(pipe);
+        watch
+    }
+
+    /// A queued event of a piped socket, given to its pipe's machine before the handler sees
+    /// it. Returns whether the handler gets it too: `End`, `Drain` and `Finish` are the
+    /// pipe's business; `Close`, `Error`, `Timeout` and `Connect` are the program's as well.
+    pub(crate) fn route_piped(&mut self, id: SocketId, pipe: PipeId, event: &Event<'_>) -> bool {
+        let Some(slot) = self.pipes.get_mut(pipe) else {
+            return true;
+        };
+        let Some(side) = slot.side_of(id) else {
+            return true;
+        };
+        let out = &mut self.pipe_actions;
+        let deliver = match event {
+            Event::End => {
+                slot.machine.on_end(side, out);
+                false
+            }
+            Event::Drain => {
+                slot.machine.on_drain(side, out);
+                false
+            }
+            Event::Finish => false,
+            Event::Close(info) => {
+                slot.machine.on_close(side, *info, out);
+                true
+            }
+            _ => true,
+        };
+        self.apply_pipe(pipe);
+        deliver
+    }
+
+    /// Carries out what a pipe's machine asked for, through the same calls a program makes.
+    pub(crate) fn apply_pipe(&mut self, pipe: PipeId) {
+        let mut actions = std::mem::take(&mut self.pipe_actions);
+        for action in actions.drain(..) {
+            let Some(slot) = self.pipes.get(pipe) else {
+                break;
+            };
+            // Each call may fail on a side that is already gone; that side's own `Close`
+            // (queued) is what the pipe reacts to.
+            match action {
+                PipeAction::Pause(side) => {
+                    let _ = self.pause(slot.socket(side));
+                }
+                PipeAction::Resume(side) => {
+                    let _ = self.resume(slot.socket(side));
+                }
+                PipeAction::End(side) => {
+                    let _ = self.end(slot.socket(side));
+                }
+                PipeAction::Reset(side) => {
+                    let _ = self.reset_and_destroy(slot.socket(side));
+                }
+                PipeAction::DestroySoon(side) => {
+                    let id = slot.socket(side);
+                    let _ = self.resume(id);
+                    let _ = self.destroy_soon(id);
+                }
+                PipeAction::Finished => {
+                    if let Some(summary) = slot.summary(pipe) {
+                        self.queue.push_back(Queued::PipeClosed(summary));
+                    }
+                    self.pipes.remove(pipe);
+                }
+            }
+        }
+        self.pipe_actions = actions;
     }
 }

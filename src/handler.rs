@@ -3,6 +3,7 @@
 use crate::context::Context;
 use crate::event::{Event, ListenerEvent};
 use crate::id::{ListenerId, SocketId};
+use crate::pipe::PipeSummary;
 
 /// Receives every event of a reactor. Each call gets the [`Context`] to act on any socket;
 /// what it does takes effect in the loop and its own events come after the call returns.
@@ -88,6 +89,12 @@ pub trait Handler<A = ()> {
     fn on_shutdown_request(&mut self, cx: &mut Context<A>, id: SocketId, attachment: &mut A) {
         let _ = attachment;
         let _ = cx.end(id);
+    }
+
+    /// A pipe ended: both its sockets closed (each got its own `Close` first). The default
+    /// does nothing.
+    fn on_pipe_closed(&mut self, cx: &mut Context<A>, summary: PipeSummary) {
+        let _ = (cx, summary);
     }
 
     /// A [`Waker`](crate::Waker) of this reactor was woken (from another thread). The

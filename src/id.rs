@@ -27,6 +27,31 @@ pub struct ListenerId {
     pub(crate) generation: u32,
 }
 
+/// Identifies one pipe (see [`Context::pipe`](crate::Context::pipe)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipeId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl fmt::Display for PipeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pipe {}.{}", self.index, self.generation)
+    }
+}
+
+impl Key for PipeId {
+    fn from_parts(index: u32, generation: u32) -> Self {
+        PipeId { index, generation }
+    }
+    fn index(self) -> u32 {
+        self.index
+    }
+    fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
 impl SocketId {
     /// An id made from its parts, for driving a [`state::Conn`](crate::state::Conn) without a
     /// reactor (tests, fuzzing, benchmarks: the machine only logs it). Given to a reactor, a

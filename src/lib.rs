@@ -172,6 +172,7 @@ mod handler;
 mod id;
 mod listener;
 mod options;
+mod pipe;
 mod reactor;
 mod socket;
 mod stats;
@@ -185,8 +186,9 @@ pub use error::{Error, Result};
 pub use event::{CloseInfo, CloseReason, Deadline, Event, ListenerEvent, ReadyState};
 pub use group::{Group, GroupOptions, Member};
 pub use handler::Handler;
-pub use id::{ListenerId, SocketId};
+pub use id::{ListenerId, PipeId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};
+pub use pipe::{PipeOptions, PipeSummary, Side};
 pub use reactor::{Reactor, Waker};
 /// Internals for the fuzz targets and benchmarks (the socket machine): not part of the API,
 /// exempt from semver.

@@ -511,6 +511,12 @@ impl<A: Default> Reactor<A> {
         while let Some(queued) = self.cx.queue.pop_front() {
             match queued {
                 Queued::Socket(id, event) => {
+                    // A piped socket's `End`, `Drain` and `Finish` belong to its pipe.
+                    if let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
+                        && !self.cx.route_piped(id, pipe, &event)
+                    {
+                        continue;
+                    }
                     let ended = matches!(event, Event::End);
                     let closed = matches!(event, Event::Close(_));
                     let mut attachment = self.cx.lend(id);
@@ -523,6 +529,7 @@ impl<A: Default> Reactor<A> {
                     }
                 }
                 Queued::Listener(id, event) => handler.on_listener_event(&mut self.cx, id, event),
+                Queued::PipeClosed(summary) => handler.on_pipe_closed(&mut self.cx, summary),
             }
         }
     }

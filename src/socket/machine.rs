@@ -490,6 +490,12 @@ impl Conn {
         }
     }
 
+    /// Keeps the socket writable after the peer's FIN (a pipe passes the FIN on instead of
+    /// ending this side).
+    pub fn set_allow_half_open(&mut self, allow: bool) {
+        self.options.allow_half_open = allow;
+    }
+
     /// The program's `End` handler returned: a socket that does not allow half-open ends
     /// itself now, so anything the handler wrote still precedes the FIN.
     pub fn after_end_delivered(&mut self, out: &mut Actions) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::driver::TimerKey;
-use crate::id::ListenerId;
+use crate::id::{ListenerId, PipeId};
 use crate::socket::machine::Conn;
 use crate::timers::{TimerId, Timers};
 
@@ -43,6 +43,8 @@ pub(crate) struct Slot {
     pub(crate) idle: Option<TimerId>,
     /// The one deadline a state can have at a time (connect, FIN wait, linger).
     pub(crate) deadline: Option<TimerId>,
+    /// The pipe this socket forwards through, if any.
+    pub(crate) pipe: Option<PipeId>,
 }
 
 impl Slot {
@@ -59,6 +61,7 @@ impl Slot {
             finish: FinishRequest::None,
             idle: None,
             deadline: None,
+            pipe: None,
         }
     }
 
