@@ -116,12 +116,26 @@
 //! | `Open`, `Full`, `BackedOff`, `Draining` | [`shutdown_listener`](Context::shutdown_listener) | `Draining{shutdown}` | as `close_listener`, and its connections end within a grace period |
 //! | `Draining` | last socket closed (or none open at the close) | `Closed` | [`ListenerEvent::Close`], after that socket's `Close` |
 //!
+//! **Pipes** ([`Context::pipe`]) forward between two sockets — a proxy's pair — and carry the
+//! close model across (one machine per pair, in the same style):
+//!
+//! | from | input | to | effects |
+//! |---|---|---|---|
+//! | `Open` | FIN from side X | `HalfClosed{ended: X}` | `end()` the other side: its FIN follows every byte forwarded before |
+//! | `HalfClosed{ended: X}` | FIN from the other side | `Ended` | `end()` side X |
+//! | any open state | side X closes, its stream broken (peer reset, error, local reset, bytes dropped) | `Closing{closed: X}` | the other side is reset (its peer sees ECONNRESET); with [`PipeOptions::reset_on_break`] off, a lingering close instead |
+//! | any open state | side X closes without loss (`destroy` with nothing queued, a deadline) | `Closing{closed: X}` | the other side gets a lingering close (flush, FIN, discard input) |
+//! | any open state | side X closes gracefully (both directions ended) | `Closing{closed: X}` | nothing: the other closes by itself |
+//! | `Closing{closed: X}` | the other side closes | `Closed` | [`Handler::on_pipe_closed`] with a [`PipeSummary`] |
+//! | any | a forward leaves the destination over its high-water mark | same | the source is paused until the destination drains |
+//!
 //! ## Architecture
 //!
 //! - `socket/`: the sans-IO socket machine (`machine.rs`: inputs in, actions out, no
 //!   syscalls), its write queue (chunks plus a head offset; one vectored write spans
 //!   many writes), and the slot that holds both beside the cached readiness.
 //! - `listener/`: the listener machine above and its slot.
+//! - `pipe/`: the pair machine above, its slot, and the public pipe types.
 //! - `table`: one generational table type for sockets, listeners and timers:
 //!   [`SocketId`]/[`ListenerId`] = slot index + generation (packed into mio tokens, `id`), so
 //!   a stale id never reaches the entry that reuses its slot.
