@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use finwait::{
     ConnectOptions, Context, Event, Handler, ListenOptions, PipeOptions, PipeSummary, SocketId,
+    Splice,
 };
 
 const HELP: &str = "\
@@ -33,6 +34,8 @@ OPTIONS:
                               (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
+  --splice auto|on|off        forward with splice(2), kernel to kernel: auto (default) once
+                              a direction streams, on from the start, off: always copy
   -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
@@ -40,20 +43,40 @@ A FIN from either side is forwarded (after all data before it); an RST or error 
 side resets the other; an unreachable upstream resets the client.
 ";
 
-/// The upstream, the one option of proxy's own (`HOST:PORT`, resolved when serving starts).
-fn parse() -> Result<Option<(common::Server, String)>, lexopt::Error> {
-    let parsed = common::parse_args(None, |upstream, name, args| {
+/// proxy's own options: the upstream (`HOST:PORT`, resolved when serving starts) and when to
+/// splice.
+#[derive(Default)]
+struct Own {
+    upstream: Option<String>,
+    splice: Option<Splice>,
+}
+
+fn parse() -> Result<Option<(common::Server, String, Splice)>, lexopt::Error> {
+    let parsed = common::parse_args(Own::default(), |own, name, args| {
         match name {
-            "upstream" => *upstream = Some(common::address(args, "upstream")?),
+            "upstream" => own.upstream = Some(common::address(args, "upstream")?),
+            "splice" => {
+                let text: String = common::value(args, "splice")?;
+                own.splice = Some(match text.as_str() {
+                    "auto" => Splice::Auto,
+                    "on" => Splice::On,
+                    "off" => Splice::Off,
+                    _ => {
+                        return Err(
+                            common::invalid("splice", &text, "expected auto, on or off").into()
+                        );
+                    }
+                });
+            }
             _ => return Ok(false),
         }
         Ok(true)
     })?;
-    let Some((server, upstream)) = parsed else {
+    let Some((server, own)) = parsed else {
         return Ok(None);
     };
-    let upstream = upstream.ok_or("--upstream HOST:PORT is required")?;
-    Ok(Some((server, upstream)))
+    let upstream = own.upstream.ok_or("--upstream HOST:PORT is required")?;
+    Ok(Some((server, upstream, own.splice.unwrap_or_default())))
 }
 
 fn main() -> ExitCode {
@@ -62,6 +85,7 @@ fn main() -> ExitCode {
 
 struct Proxy {
     upstream: SocketAddr,
+    pipe: PipeOptions,
 }
 
 impl Handler for Proxy {
@@ -69,7 +93,7 @@ impl Handler for Proxy {
         if let Event::Accepted(_) = event {
             let piped = cx
                 .connect(self.upstream, ConnectOptions::new())
-                .and_then(|upstream| cx.pipe(id, upstream, PipeOptions::new()));
+                .and_then(|upstream| cx.pipe(id, upstream, self.pipe));
             if let Err(e) = piped {
                 // Not a network outcome (those arrive as events and the pipe handles them)
                 // but a local failure such as running out of fds: nothing to forward to.
@@ -92,9 +116,12 @@ impl Handler for Proxy {
     }
 }
 
-fn serve((server, upstream): (common::Server, String)) -> finwait::Result<()> {
+fn serve((server, upstream, splice): (common::Server, String, Splice)) -> finwait::Result<()> {
     // Resolved once, at start-up: a host name is looked up here, not per connection (the
     // lookup blocks). Its error names the option: `--upstream HOST:PORT: ...`.
     let upstream = common::resolve("upstream", &upstream)?[0];
-    common::serve(&server, ListenOptions::new(), move || Proxy { upstream })
+    common::serve(&server, ListenOptions::new(), move || Proxy {
+        upstream,
+        pipe: PipeOptions::new().splice(splice),
+    })
 }

@@ -19,7 +19,7 @@ use crate::event::ReadyState;
 use crate::id::{ListenerId, PipeId, SocketId};
 use crate::listener::{ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions, ReactorOptions};
-use crate::pipe::{PipeAction, PipeMachine, PipeOptions, PipeSlot, Side};
+use crate::pipe::{PipeAction, PipeMachine, PipeOptions, PipePool, PipeSlot, Side, Splice};
 use crate::socket::Slot;
 use crate::socket::machine::{Actions, State};
 use crate::stats::Stats;
@@ -47,6 +47,8 @@ pub struct Context<A = ()> {
     pub(crate) pipes: Table<PipeId, PipeSlot>,
     /// Scratch buffer for a pipe machine's actions.
     pub(crate) pipe_actions: Vec<PipeAction>,
+    /// Kernel pipes for spliced directions.
+    pub(crate) pipe_pool: PipePool,
     pub(crate) queue: VecDeque<Queued>,
     /// Scratch buffers for the machines' actions, drained by the driver after each input.
     pub(crate) actions: Actions,
@@ -119,6 +121,7 @@ impl<A> Context<A> {
         options: ReactorOptions,
     ) -> Context<A> {
         let now = clock.now();
+        let pipe_pool = PipePool::new(options.splice_pipes, options.splice_pipe_size);
         Context {
             attachments: Vec::new(),
             lent: None,
@@ -133,6 +136,7 @@ impl<A> Context<A> {
             listeners: Table::default(),
             pipes: Table::default(),
             pipe_actions: Vec::new(),
+            pipe_pool,
             queue: VecDeque::new(),
             actions: Actions::new(),
             listener_actions: ListenerActions::new(),
@@ -591,7 +595,19 @@ impl<A> Context<A> {
     /// While piped, a socket's `End`, `Drain` and `Finish` go to the pipe, and its `Data`
     /// too unless [`PipeOptions::watch`] is on; `Connect`, `Timeout`, `Error` and `Close`
     /// still reach the handler. A socket still connecting can be piped: bytes for it are
-    /// queued until it connects, and a failed connect resets the other side.
+    /// queued until it connects, and a failed connect resets the other side. A graceful
+    /// shutdown does not ask piped sockets to finish (no
+    /// [`on_shutdown_request`](crate::Handler::on_shutdown_request)): a pair ends when its
+    /// peers are done, bounded by the grace period.
+    ///
+    /// **Zero-copy**: by default ([`Splice::Auto`](crate::Splice::Auto)) a direction that
+    /// streams — one read fills the 64 KiB read buffer — moves on by `splice(2)` through a
+    /// kernel pipe, its bytes never entering the process; small exchanges keep copying, which
+    /// costs fewer syscalls. The destination's FIN still follows every byte, also those held
+    /// in the kernel pipe, and a destination closed while the pipe holds bytes is reset. Kernel
+    /// pipes are bounded by [`ReactorOptions::splice_pipes`]; past it, or out of fds, a
+    /// direction copies. Writing to a piped socket yourself while it splices may reorder
+    /// bytes: leave a piped socket's output to its pipe.
     ///
     /// ```no_run
     /// use finwait::{ConnectOptions, Event, ListenOptions, PipeOptions, Reactor};
@@ -639,6 +655,13 @@ impl<A> Context<A> {
             sockets: [a, b],
             machine: PipeMachine::new(options.reset_on_break),
             watch: options.watch,
+            // Watched bytes must pass through the handler.
+            splice: if options.watch {
+                Splice::Off
+            } else {
+                options.splice
+            },
+            spliced: [None, None],
         });
         for (side, id) in [(Side::A, a), (Side::B, b)] {
             let slot = self.slot_mut(id)?;

@@ -23,7 +23,8 @@ use crate::handler::Handler;
 use crate::id::{ListenerId, PipeId, SocketId, TokenKind};
 use crate::listener::{Listener, ListenerAction, ListenerActions, ListenerSlot};
 use crate::options::{ConnectOptions, ListenOptions};
-use crate::pipe::{PipeAction, PipeSummary};
+use crate::pipe::splice::should_splice;
+use crate::pipe::{Direction, PipeAction, PipeSummary, Side, side_index};
 use crate::reactor::Reactor;
 use crate::socket::machine::{Action, Actions, Conn, State};
 use crate::socket::write_queue::MAX_SLICES;
@@ -244,8 +245,18 @@ impl<A> Context<A> {
                     slot.conn.on_shutdown(result, &mut self.actions);
                 }
                 Action::Close { reset } => {
+                    // Bytes still in a kernel pipe toward this socket are lost with it: the
+                    // stream is truncated, which only an RST can say.
+                    let held = slot
+                        .pipe
+                        .and_then(|p| self.pipes.get_mut(p))
+                        .and_then(|p| {
+                            let from = p.side_of(id)?.other();
+                            p.spliced_from(from).map(|d| d.pipe.held)
+                        })
+                        .unwrap_or(0);
                     if let Some(stream) = slot.stream.take() {
-                        sys::close(stream, reset);
+                        sys::close(stream, reset || held > 0);
                     }
                     for t in [slot.idle.take(), slot.deadline.take()]
                         .into_iter()
@@ -368,6 +379,9 @@ impl<A> Context<A> {
 
     /// Hands queued bytes to the kernel until the queue is empty or the kernel is full.
     pub(crate) fn flush(&mut self, id: SocketId) {
+        if let Some(pipe) = self.sockets.get(id).and_then(|s| s.pipe) {
+            self.flush_spliced_into(id, pipe);
+        }
         loop {
             let Some(slot) = self.sockets.get_mut(id) else {
                 return;
@@ -776,9 +790,13 @@ impl<A: Default> Reactor<A> {
         }
         // A graceful shutdown asked this socket to finish: tell the program now that what
         // was waiting has been read (and still answerable).
+        // A piped socket is finished by its pipe: its pair ends when both peers are done (the
+        // grace bounds it), and ending one side now would cut an answer still on its way
+        // from the other.
         if finish
             && let Ok(slot) = self.cx.slot_mut(id)
             && !slot.conn.is_destroyed()
+            && slot.pipe.is_none()
         {
             slot.finish = FinishRequest::Delivered;
             self.deliver(handler);
@@ -817,6 +835,11 @@ impl<A: Default> Reactor<A> {
     /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
     /// from the shared buffer, after any event queued before it.
     fn read<H: Handler<A> + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
+        if let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
+            && self.cx.splice_from(id, pipe)
+        {
+            return;
+        }
         let mut budget = self.cx.options.read_budget;
         loop {
             let cx = &mut self.cx;
@@ -863,7 +886,9 @@ impl<A: Default> Reactor<A> {
                         let pipe = slot.pipe;
                         self.deliver(handler);
                         if let Some(pipe) = pipe
-                            && !self.cx.forward(id, pipe, &self.read_buf[..n])
+                            && !self
+                                .cx
+                                .forward(id, pipe, &self.read_buf[..n], self.read_buf.len())
                         {
                             continue;
                         }
@@ -893,7 +918,13 @@ impl<A: Default> Reactor<A> {
 impl<A> Context<A> {
     /// Hands `bytes`, just read from the piped socket `from`, to the other side of `pipe`.
     /// Returns whether the handler still gets them as `Data` (the pipe is watched).
-    pub(crate) fn forward(&mut self, from: SocketId, pipe: PipeId, bytes: &[u8]) -> bool {
+    pub(crate) fn forward(
+        &mut self,
+        from: SocketId,
+        pipe: PipeId,
+        bytes: &[u8],
+        buffer: usize,
+    ) -> bool {
         let Some(slot) = self.pipes.get(pipe) else {
             return true;
         };
@@ -908,7 +939,21 @@ impl<A> Context<A> {
         match result {
             Ok(below) => {
                 slot.machine
-                    .on_forwarded(side, bytes.len(), below, &mut self.pipe_actions)
+                    .on_forwarded(side, bytes.len(), below, &mut self.pipe_actions);
+                let clear = self
+                    .sockets
+                    .get(to)
+                    .is_some_and(|d| d.conn.may_send() && d.conn.queue().is_empty());
+                if slot.spliced_from(side).is_none()
+                    && should_splice(slot.splice, bytes.len(), buffer, clear)
+                    && let Some(kernel) = self.pipe_pool.take()
+                {
+                    log::debug!("{pipe}: {from} streams, splicing it into {to}");
+                    slot.spliced[side_index(side)] = Some(Direction {
+                        pipe: kernel,
+                        fin_after_drain: false,
+                    });
+                }
             }
             Err(e) => {
                 log::debug!("{pipe}: {to} refused bytes from {from}: {e}");
@@ -967,7 +1012,18 @@ impl<A> Context<A> {
                     let _ = self.resume(slot.socket(side));
                 }
                 PipeAction::End(side) => {
-                    let _ = self.end(slot.socket(side));
+                    let to = slot.socket(side);
+                    // The FIN follows the bytes still in a kernel pipe toward `to`.
+                    if let Some(dir) = self
+                        .pipes
+                        .get_mut(pipe)
+                        .and_then(|p| p.spliced_from(side.other()))
+                        && dir.pipe.held > 0
+                    {
+                        dir.fin_after_drain = true;
+                    } else {
+                        let _ = self.end(to);
+                    }
                 }
                 PipeAction::Reset(side) => {
                     let _ = self.reset_and_destroy(slot.socket(side));
@@ -981,10 +1037,192 @@ impl<A> Context<A> {
                     if let Some(summary) = slot.summary(pipe) {
                         self.queue.push_back(Queued::PipeClosed(summary));
                     }
-                    self.pipes.remove(pipe);
+                    if let Some(slot) = self.pipes.remove(pipe) {
+                        for dir in slot.spliced.into_iter().flatten() {
+                            self.pipe_pool.give_back(dir.pipe);
+                        }
+                    }
                 }
             }
         }
         self.pipe_actions = actions;
+    }
+}
+
+// ---- pipes: the spliced path ---------------------------------------------------------------
+
+/// How far emptying a kernel pipe into its destination got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// The pipe is empty.
+    Empty,
+    /// The destination is full: the rest waits for its next writable edge.
+    Blocked,
+    /// The destination failed (its machine has the error) or is gone.
+    Failed,
+}
+
+impl<A> Context<A> {
+    /// Reads the piped socket `from` kernel to kernel if its direction splices: fills the
+    /// kernel pipe from the socket and empties it into the destination, within the read
+    /// budget. Returns false when the direction copies (the caller reads as usual) — also
+    /// when it can no longer splice because the destination stopped taking bytes, which the
+    /// copy path then handles (discarding, or refusing and resetting).
+    pub(crate) fn splice_from(&mut self, from: SocketId, pipe: PipeId) -> bool {
+        let Some(slot) = self.pipes.get_mut(pipe) else {
+            return false;
+        };
+        let Some(side) = slot.side_of(from) else {
+            return false;
+        };
+        let to = slot.socket(side.other());
+        if slot.spliced_from(side).is_none() {
+            return false;
+        }
+        let usable = self.sockets.get(to).is_some_and(|d| d.conn.may_send())
+            && self
+                .sockets
+                .get(from)
+                .is_some_and(|s| s.conn.delivers_data());
+        if !usable {
+            // The destination takes no more bytes, or the source's input is being discarded
+            // (a lingering close): the copy path knows what to do with what comes — discard
+            // it, or refuse it and reset the source. An empty kernel pipe goes back to the
+            // pool; one still holding bytes is closed with them when the pair ends.
+            if slot.spliced_from(side).is_some_and(|d| d.pipe.held == 0)
+                && let Some(dir) = slot.spliced[side_index(side)].take()
+            {
+                self.pipe_pool.give_back(dir.pipe);
+            }
+            return false;
+        }
+        let mut budget = self.options.read_budget;
+        loop {
+            if self.drain_spliced(pipe, side) != Drained::Empty {
+                // The destination is full (or failed): the source waits, still marked
+                // readable, and is scheduled when the destination takes the pipe's bytes.
+                return true;
+            }
+            let Some(src) = self.sockets.get_mut(from) else {
+                return true;
+            };
+            if !src.readable || !src.conn.wants_read() {
+                return true;
+            }
+            if budget == 0 {
+                self.schedule(from);
+                return true;
+            }
+            let Some(dir) = self.pipes.get_mut(pipe).and_then(|p| p.spliced_from(side)) else {
+                return true;
+            };
+            let Some(stream) = &src.stream else {
+                return true;
+            };
+            match sys::splice(sys::stream_fd(stream), dir.pipe.write_end(), budget) {
+                Ok(0) => {
+                    src.readable = false;
+                    let reset = if std::mem::take(&mut src.error_hint) {
+                        sys::take_error(stream)
+                    } else {
+                        None
+                    };
+                    match reset {
+                        Some(e) => src.conn.on_io_error(e, &mut self.actions),
+                        None => src.conn.on_eof(&mut self.actions),
+                    }
+                    self.apply(from);
+                    return true;
+                }
+                Ok(n) => {
+                    dir.pipe.held += n;
+                    budget = budget.saturating_sub(n);
+                    src.conn.on_read(n);
+                    src.touch(&mut self.timers, self.now);
+                    if let Some(p) = self.pipes.get_mut(pipe) {
+                        p.machine.tally.forwarded[side_index(side)] += n as u64;
+                        p.machine.tally.spliced[side_index(side)] += n as u64;
+                    }
+                }
+                // With an empty pipe, `EAGAIN` can only mean an empty socket: its edge is
+                // spent. With bytes in the pipe it may mean a full pipe instead; the loop
+                // empties the pipe first and tries again, or waits for the destination.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if dir.pipe.held == 0 {
+                        src.readable = false;
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    src.conn.on_io_error(e, &mut self.actions);
+                    self.apply(from);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Empties the kernel pipe of the direction whose source is `side` into its destination.
+    /// When it empties and the source's FIN was waiting for that, the destination is ended.
+    fn drain_spliced(&mut self, pipe: PipeId, side: Side) -> Drained {
+        let Some(slot) = self.pipes.get_mut(pipe) else {
+            return Drained::Failed;
+        };
+        let to = slot.socket(side.other());
+        let Some(dir) = slot.spliced_from(side) else {
+            return Drained::Failed;
+        };
+        let Some(dst) = self.sockets.get_mut(to) else {
+            return Drained::Failed;
+        };
+        while dir.pipe.held > 0 {
+            let Some(stream) = dst.stream.as_ref().filter(|_| dst.conn.may_send()) else {
+                return Drained::Failed;
+            };
+            match sys::splice(dir.pipe.read_end(), sys::stream_fd(stream), dir.pipe.held) {
+                Ok(n) => {
+                    dir.pipe.held -= n.min(dir.pipe.held);
+                    dst.conn.on_spliced(n);
+                    dst.touch(&mut self.timers, self.now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dst.writable = false;
+                    return Drained::Blocked;
+                }
+                Err(e) => {
+                    dst.conn.on_io_error(e, &mut self.actions);
+                    self.apply(to);
+                    return Drained::Failed;
+                }
+            }
+        }
+        if std::mem::take(&mut dir.fin_after_drain) {
+            let _ = self.end(to);
+        }
+        Drained::Empty
+    }
+
+    /// The destination `to` is writable: first the bytes a kernel pipe holds for it, then
+    /// (in `flush`) its own queue. A source that waited on the full pipe is read again.
+    fn flush_spliced_into(&mut self, to: SocketId, pipe: PipeId) {
+        let Some(slot) = self.pipes.get_mut(pipe) else {
+            return;
+        };
+        let Some(side) = slot.side_of(to) else {
+            return;
+        };
+        let from = side.other();
+        let source = slot.socket(from);
+        if slot.spliced_from(from).is_none_or(|d| d.pipe.held == 0) {
+            return;
+        }
+        if !self.sockets.get(to).is_some_and(|d| d.writable) {
+            return;
+        }
+        if self.drain_spliced(pipe, from) == Drained::Empty
+            && self.sockets.get(source).is_some_and(|s| s.readable)
+        {
+            self.schedule(source);
+        }
     }
 }

@@ -60,6 +60,10 @@ pub trait Handler<A = ()> {
     /// arrived has been delivered as `Data` (connections taken off a closing listener's
     /// accept queue included).
     ///
+    /// Not called for a piped socket ([`Context::pipe`]): a pair ends when both of its peers
+    /// are done, bounded by the grace period, so that an answer on its way through the pair is
+    /// never cut off by ending one side early.
+    ///
     /// The default ends the socket at once ([`Context::end`]: queued bytes flushed, then
     /// FIN). Override it to finish the work in progress first — answer the requests already
     /// received, then `end` — and the grace period still bounds it: whatever is open when it

@@ -202,7 +202,7 @@ pub use group::{Group, GroupOptions, Member};
 pub use handler::Handler;
 pub use id::{ListenerId, PipeId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};
-pub use pipe::{PipeOptions, PipeSummary, Side};
+pub use pipe::{PipeOptions, PipeSummary, Side, Splice};
 pub use reactor::{Reactor, Waker};
 /// Internals for the fuzz targets and benchmarks (the socket machine): not part of the API,
 /// exempt from semver.

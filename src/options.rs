@@ -258,6 +258,13 @@ pub struct ReactorOptions {
     /// stream can delay the others: roughly `read_budget` / (a few GiB/s) per ready socket
     /// per turn.
     pub read_budget: usize,
+    /// The most kernel pipes the reactor's [pipes](crate::Context::pipe) may hold for
+    /// `splice` at once (default 1024; each is two fds, one per spliced direction of a pair
+    /// that streams). Past it, and when the process is out of fds, a pipe copies instead.
+    pub splice_pipes: usize,
+    /// The size asked for each kernel pipe (`F_SETPIPE_SZ`; default `None`: the kernel's
+    /// 64 KiB). Larger pipes move more per `splice` and cost that much kernel memory each.
+    pub splice_pipe_size: Option<usize>,
 }
 
 impl Default for ReactorOptions {
@@ -267,6 +274,8 @@ impl Default for ReactorOptions {
             linger: Duration::from_secs(5),
             accept_retry: Duration::from_millis(100),
             read_budget: 8 << 20,
+            splice_pipes: 1024,
+            splice_pipe_size: None,
         }
     }
 }
@@ -302,6 +311,16 @@ impl ReactorOptions {
     /// ```
     pub fn read_budget(mut self, bytes: usize) -> Self {
         self.read_budget = bytes.max(1);
+        self
+    }
+    /// Sets [`splice_pipes`](Self::splice_pipes); 0 turns splicing off.
+    pub fn splice_pipes(mut self, pipes: usize) -> Self {
+        self.splice_pipes = pipes;
+        self
+    }
+    /// Sets [`splice_pipe_size`](Self::splice_pipe_size).
+    pub fn splice_pipe_size(mut self, bytes: Option<usize>) -> Self {
+        self.splice_pipe_size = bytes;
         self
     }
 }

@@ -11,6 +11,8 @@
 //! | `getsockopt(SO_ERROR)` | — | — | read once per `EPOLLERR` report and once per completed connect, never per read or write |
 //! | `accept4` | `EINTR` | `EAGAIN`: the backlog is empty | `ECONNABORTED`, `EPROTO`, `EPERM`: that connection only, go on; `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: back off ([`is_fd_exhaustion`]); others back off and are reported |
 //! | `connect` | — (non-blocking: Linux never waits in it, so it cannot say `EINTR`; mio does not retry it either) | `EINPROGRESS`: completion comes as writability, `SO_ERROR` says how it went | reported as `Error` + `Close` |
+//! | `splice` (`SPLICE_F_NONBLOCK`) | `EINTR` | `EAGAIN`: from a socket into a pipe it means the socket is empty *or* the pipe is full (the caller tells them apart by what the pipe holds); from a pipe into a socket, the socket is full | ends the connection of the socket side, as `send`/`recv` (`EPIPE` as `ECONNRESET`) |
+//! | `pipe2` | — | — | `EMFILE`/`ENFILE`: no kernel pipe, the pipe copies instead |
 //! | `close` | never (Linux frees the fd even when `close` says `EINTR`) | — | ignored |
 //! | `epoll_wait` | `EINTR` is a turn with no events | — | returned from `run`/`run_once` |
 //!
@@ -25,7 +27,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -110,6 +112,74 @@ pub(crate) fn take_error(stream: &TcpStream) -> Option<io::Error> {
         // getsockopt itself failed (it cannot for an open socket): nothing learnt.
         Err(_) => None,
     }
+}
+
+/// A kernel pipe for `splice`: (read end, write end), both non-blocking and close-on-exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    faults::check(faults::Call::Pipe)?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `F_SETPIPE_SZ`: the kernel rounds up to a power of two of pages and refuses sizes over
+/// `/proc/sys/fs/pipe-max-size` for unprivileged processes (fcntl(2)). Returns the size set.
+pub(crate) fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on an fd we hold, with an integer argument.
+    let set = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if set < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(set as usize)
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel (`splice(2)`,
+/// `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`); one of the two is a pipe. `Ok(0)` from a socket is
+/// its peer's FIN. `EPIPE` is returned as the reset it is (see [`send`]).
+pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    retry_eintr(|| {
+        faults::check(faults::Call::Splice)?;
+        // SAFETY: splice between two fds we hold, no offsets.
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+    .map_err(reset_not_epipe)
+}
+
+/// Whether `SIGPIPE` is ignored in this process. A splice into a socket the peer reset raises
+/// `SIGPIPE` (no `MSG_NOSIGNAL` reaches `tcp_sendmsg` through a pipe: `sk_stream_error`,
+/// net/core/stream.c), so pipes splice only when it cannot kill the process: Rust binaries
+/// ignore it from the start, a C host may not.
+pub(crate) fn sigpipe_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into ours.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The socket's fd, for `splice`.
+pub(crate) fn stream_fd(stream: &TcpStream) -> BorrowedFd<'_> {
+    stream.as_fd()
 }
 
 /// Accepts one connection from the backlog (non-blocking, `SOCK_CLOEXEC`).
@@ -316,6 +386,8 @@ pub(crate) mod faults {
         Recv,
         Shutdown,
         Accept,
+        Splice,
+        Pipe,
     }
 
     #[cfg(test)]

@@ -25,7 +25,7 @@ use finwait::timers::ManualClock;
 use finwait::{
     CloseInfo, CloseReason, ConnectOptions, Context, DEFAULT_HIGH_WATER_MARK, Deadline, Error,
     Event, Fin, Handler, ListenOptions, PipeOptions, PipeSummary, Reactor, ReactorOptions, Side,
-    SocketId, State,
+    SocketId, Splice, State,
 };
 
 // ---- the cast -----------------------------------------------------------------------------------
@@ -545,12 +545,24 @@ fn refused_connect_resets_the_client() {
 /// unread (its peer's writes block), and once the upstream reads, every byte arrives in order.
 #[test]
 fn backpressure_bounds_the_destination_queue() {
+    backpressure(Splice::Off);
+}
+
+/// The same when the pipe splices: the bytes wait in the kernel pipe and the sockets' buffers,
+/// never in the reactor's queue; the client still blocks, and every byte arrives in order.
+#[test]
+fn backpressure_holds_when_splicing() {
+    backpressure(Splice::On);
+}
+
+fn backpressure(splice: Splice) {
     /// The reactor reads (and forwards) at most this much at a time.
     const READ_BUFFER: usize = 64 << 10;
     const TOTAL: usize = 64 << 20;
     const CHUNK: usize = 256 << 10;
     let (mut reactor, addr, upstream) = rig(Reactor::new().unwrap(), ListenOptions::new());
-    let mut h = rec(proxy(upstream.local_addr().unwrap(), PipeOptions::new()));
+    let options = PipeOptions::new().splice(splice);
+    let mut h = rec(proxy(upstream.local_addr().unwrap(), options));
     let (client, mut up, a, b) = connect_through(&mut reactor, &mut h, addr, &upstream);
     // The reactor's side of the client's connection, as /proc/net/tcp names it.
     let client_side = (client.peer_addr().unwrap(), client.local_addr().unwrap());
@@ -588,7 +600,12 @@ fn backpressure_bounds_the_destination_queue() {
         let queued = reactor.context().bytes_queued(b).unwrap();
         max_queued = max_queued.max(queued);
         let now = written.load(Ordering::Relaxed);
-        if now == last && queued >= DEFAULT_HIGH_WATER_MARK {
+        // Copying, the queue fills to the mark; splicing, it stays empty.
+        let held = match splice {
+            Splice::Off => queued >= DEFAULT_HIGH_WATER_MARK,
+            _ => queued == 0,
+        };
+        if now == last && held {
             stable += 1;
         } else {
             stable = 0;
@@ -638,6 +655,17 @@ fn backpressure_bounds_the_destination_queue() {
     let s = h.summary();
     assert_eq!((s.a, s.b), (a, b));
     assert_eq!((s.a_to_b, s.b_to_a), (TOTAL as u64, 0));
+    // Copying moves nothing by splice; splicing moves all but what came before the upstream
+    // was connected (copied into its queue) — the tail in the kernel pipe at the client's
+    // FIN included, which arrived before the upstream's FIN.
+    match splice {
+        Splice::Off => assert_eq!(s.a_to_b_spliced, 0),
+        _ => assert!(
+            s.a_to_b_spliced > TOTAL as u64 / 2,
+            "only {} bytes spliced",
+            s.a_to_b_spliced
+        ),
+    }
     assert_eq!((s.a_close, s.b_close), (graceful(), graceful()));
     assert_eq!(s.first_closed, h.first_close(a, b));
     assert_eq!(reactor.context().live_sockets(), 0);
@@ -1178,4 +1206,84 @@ fn a_side_that_ended_itself_before_the_pipe_resets_the_sender_of_refused_bytes()
     );
     assert!(got.len() + s.a_close.unsent <= reply.len());
     assert_eq!(reactor.context().live_sockets(), 0);
+}
+
+// ---- splicing: the bound on kernel pipes, and a graceful shutdown ---------------------------
+
+/// With room for one kernel pipe, the first direction that streams splices and holds it until
+/// its pair ends; the other direction copies — and both arrive whole.
+#[test]
+fn past_the_bound_on_kernel_pipes_a_direction_copies() {
+    const SIZE: usize = 4 << 20;
+    let reactor = Reactor::with_options(ReactorOptions::new().splice_pipes(1)).unwrap();
+    let (mut reactor, addr, upstream) = rig(reactor, ListenOptions::new());
+    let options = PipeOptions::new().splice(Splice::On);
+    let mut h = rec(proxy(upstream.local_addr().unwrap(), options));
+    let (mut client, mut up, _, _) = connect_through(&mut reactor, &mut h, addr, &upstream);
+    let c = on_thread(move || {
+        client.write_all(&pattern(SIZE)).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        read_to_end(&mut client)
+    });
+    let u = on_thread(move || {
+        let got = read_to_end(&mut up);
+        up.write_all(&pattern_back(SIZE)).unwrap();
+        drop(up);
+        got
+    });
+    let got = run_with(&mut reactor, &mut h, vec![c, u], |h| h.summaries.len() == 1);
+    assert_eq!(got[0], (pattern_back(SIZE), Ending::Fin), "client");
+    assert_eq!(got[1], (pattern(SIZE), Ending::Fin), "upstream");
+    let s = h.summary();
+    assert_eq!((s.a_to_b, s.b_to_a), (SIZE as u64, SIZE as u64));
+    assert!(s.a_to_b_spliced > 0, "the first stream had the pipe");
+    assert_eq!(s.b_to_a_spliced, 0, "the second stream found no pipe left");
+    assert_eq!(reactor.context().live_sockets(), 0);
+}
+
+/// A graceful shutdown does not cut a pair short: the client's request went through, the
+/// answer comes after the shutdown began, and it still reaches the client, then FINs both
+/// ways. (The default `on_shutdown_request` would have ended each side at once.)
+#[test]
+fn shutdown_lets_an_answer_through_a_pair_finish() {
+    for splice in [Splice::Off, Splice::On] {
+        let (mut reactor, addr, upstream) = rig(Reactor::new().unwrap(), ListenOptions::new());
+        let options = PipeOptions::new().splice(splice);
+        let mut h = rec(proxy(upstream.local_addr().unwrap(), options));
+        let (mut client, mut up, _, _) = connect_through(&mut reactor, &mut h, addr, &upstream);
+        client.write_all(b"request").unwrap();
+        let u = on_thread(move || {
+            let got = read_n(&mut up, 7);
+            (up, got)
+        });
+        let start = Instant::now();
+        while !u.is_finished() {
+            assert!(start.elapsed() < LIMIT);
+            turns(&mut reactor, &mut h);
+        }
+        let (mut up, got) = u.join().unwrap();
+        assert_eq!(got, b"request");
+        reactor.context_mut().shutdown(Duration::from_secs(30));
+        turns(&mut reactor, &mut h);
+        // The answer, after the shutdown began.
+        up.write_all(&pattern_back(100_000)).unwrap();
+        up.shutdown(Shutdown::Write).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let c = on_thread(move || read_to_end(&mut client));
+        let u = on_thread(move || read_to_end(&mut up));
+        let got = run_with(&mut reactor, &mut h, vec![c, u], |h| h.summaries.len() == 1);
+        assert_eq!(
+            got[0],
+            (pattern_back(100_000), Ending::Fin),
+            "{splice:?}: client"
+        );
+        assert_eq!(got[1], (Vec::new(), Ending::Fin), "{splice:?}: upstream");
+        let s = h.summary();
+        assert_eq!(
+            (s.a_close, s.b_close),
+            (graceful(), graceful()),
+            "{splice:?}"
+        );
+        assert_eq!(reactor.context().live_sockets(), 0);
+    }
 }

@@ -163,8 +163,12 @@ fn assert_peer_sees_reset(
 /// of `s`.
 fn assert_no_reset_after_fin(s: &TcpStream, side: (SocketAddr, SocketAddr)) {
     let (local, remote) = side;
+    // An orphaned FIN-WAIT-2 socket lives on as a time-wait minisock; when the time-wait
+    // table is full (`tcp_max_tw_buckets`, reached after heavy connection churn on this host)
+    // the kernel drops it at once instead ("time wait bucket table overflow"), and its
+    // absence proves nothing. The peer's side below still does.
     assert!(
-        tcp_state(local, remote).is_some(),
+        tcp_state(local, remote).is_some() || timewait_table_full(),
         "the server's socket was closed with RST although nothing was queued"
     );
     assert!(
@@ -176,6 +180,23 @@ fn assert_no_reset_after_fin(s: &TcpStream, side: (SocketAddr, SocketAddr)) {
         Some(TCP_CLOSE_WAIT),
         "the peer must still be in CLOSE-WAIT (no RST reached it)"
     );
+}
+
+/// Whether the kernel's time-wait table is (nearly) full: `tw` of `/proc/net/sockstat`
+/// against `net.ipv4.tcp_max_tw_buckets`.
+fn timewait_table_full() -> bool {
+    let tw = std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("TCP:"))?.to_string();
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "tw")?;
+            words.next()?.parse::<u64>().ok()
+        });
+    let max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    matches!((tw, max), (Some(tw), Some(max)) if tw + max / 100 >= max)
 }
 
 /// A connected peer whose server socket was accepted (handler saw `Accepted`) and then

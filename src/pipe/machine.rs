@@ -82,6 +82,8 @@ pub(crate) enum PipeAction {
 pub(crate) struct Tally {
     /// Bytes forwarded from each side (index: `Side::at`).
     pub(crate) forwarded: [u64; 2],
+    /// Of those, the bytes that went kernel to kernel (`splice`).
+    pub(crate) spliced: [u64; 2],
     /// Each side's close, once it came.
     pub(crate) closes: [Option<CloseInfo>; 2],
     pub(crate) first_closed: Option<Side>,

@@ -2,11 +2,16 @@
 //! `machine` for the table of what one side's end, drain or close does to the other).
 
 pub(crate) mod machine;
+pub(crate) mod splice;
+#[cfg(test)]
+mod tests;
 
 use crate::event::CloseInfo;
 use crate::id::{PipeId, SocketId};
 pub use machine::Side;
 pub(crate) use machine::{PipeAction, PipeMachine};
+pub use splice::Splice;
+pub(crate) use splice::{Direction, PipePool};
 
 /// How a pipe forwards (see [`Context::pipe`](crate::Context::pipe)).
 ///
@@ -24,6 +29,10 @@ pub struct PipeOptions {
     /// the other side so its peer sees ECONNRESET (default). Off: the other side gets a
     /// lingering close instead (flush, FIN, discard input).
     pub reset_on_break: bool,
+    /// When to forward with `splice(2)` instead of copying (default [`Splice::Auto`]). A
+    /// watched pipe always copies: its bytes must pass through the handler. Splicing needs
+    /// `SIGPIPE` ignored (Rust binaries do); otherwise the pipe copies.
+    pub splice: Splice,
 }
 
 impl Default for PipeOptions {
@@ -31,6 +40,7 @@ impl Default for PipeOptions {
         PipeOptions {
             watch: false,
             reset_on_break: true,
+            splice: Splice::Auto,
         }
     }
 }
@@ -44,6 +54,12 @@ impl PipeOptions {
     /// See [`watch`](Self::watch).
     pub fn watch(mut self, watch: bool) -> Self {
         self.watch = watch;
+        self
+    }
+
+    /// See [`splice`](Self::splice).
+    pub fn splice(mut self, splice: Splice) -> Self {
+        self.splice = splice;
         self
     }
 
@@ -70,6 +86,11 @@ pub struct PipeSummary {
     pub a_to_b: u64,
     /// Bytes read from `b` and handed to `a`.
     pub b_to_a: u64,
+    /// Of `a_to_b`, the bytes that never entered the process: moved by `splice(2)` (see
+    /// [`PipeOptions::splice`]).
+    pub a_to_b_spliced: u64,
+    /// Of `b_to_a`, the bytes moved by `splice(2)`.
+    pub b_to_a_spliced: u64,
     /// Which socket closed first: the one whose end decided the other's.
     pub first_closed: Side,
     /// How `a` closed.
@@ -84,6 +105,9 @@ pub(crate) struct PipeSlot {
     pub(crate) sockets: [SocketId; 2],
     pub(crate) machine: PipeMachine,
     pub(crate) watch: bool,
+    pub(crate) splice: Splice,
+    /// The spliced directions, by source side (`A` → `B` first).
+    pub(crate) spliced: [Option<Direction>; 2],
 }
 
 impl PipeSlot {
@@ -92,6 +116,11 @@ impl PipeSlot {
             Side::A => 0,
             Side::B => 1,
         }]
+    }
+
+    /// The spliced direction whose source is `from`, if it splices.
+    pub(crate) fn spliced_from(&mut self, from: Side) -> Option<&mut Direction> {
+        self.spliced[side_index(from)].as_mut()
     }
 
     /// Which side `id` is, if it belongs to this pipe.
@@ -114,9 +143,18 @@ impl PipeSlot {
             b: self.sockets[1],
             a_to_b: tally.forwarded[0],
             b_to_a: tally.forwarded[1],
+            a_to_b_spliced: tally.spliced[0],
+            b_to_a_spliced: tally.spliced[1],
             first_closed: tally.first_closed?,
             a_close: tally.closes[0]?,
             b_close: tally.closes[1]?,
         })
+    }
+}
+
+pub(crate) fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
     }
 }

@@ -504,6 +504,12 @@ impl Conn {
         }
     }
 
+    /// `n` bytes reached the kernel for this socket by `splice`, past the queue (a pipe's
+    /// zero-copy path): counted as written, and progress for the FIN wait.
+    pub fn on_spliced(&mut self, n: usize) {
+        self.bytes_written += n as u64;
+    }
+
     /// The kernel took `n` queued bytes.
     pub fn on_written(&mut self, n: usize, out: &mut Actions) {
         let n = n.min(self.queue.len());

@@ -1,0 +1,138 @@
+//! Zero-copy forwarding: kernel pipes for `splice(2)`, a bounded pool of them, and when a
+//! pipe's direction switches from copying to splicing.
+//!
+//! A spliced direction moves bytes socket → kernel pipe → socket without them entering the
+//! process. Three traps, each handled where noted:
+//! - **The tail in the pipe.** Bytes sit in the kernel pipe between the two splices; the
+//!   destination's FIN must wait until the pipe is empty (`Direction::fin_after_drain`), and
+//!   a destination closed while the pipe holds bytes has truncated the stream (RST).
+//! - **`EAGAIN` means two things.** From a socket into a pipe it says the socket is empty *or*
+//!   the pipe is full. Only with an empty pipe is it surely the socket (its edge is consumed);
+//!   otherwise the source stays marked readable and is read again once the destination took
+//!   some of the pipe — an edge-triggered source would otherwise never be reported again.
+//! - **Two fds per pipe, against `EMFILE`.** Pipes are bounded by
+//!   [`ReactorOptions::splice_pipes`](crate::ReactorOptions::splice_pipes); past it, or when
+//!   `pipe2` fails (out of fds), the direction copies instead, as it did before.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::sys;
+
+/// When a pipe splices instead of copying (see [`PipeOptions::splice`](crate::PipeOptions::splice)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Splice {
+    /// Always copy through the reactor's read buffer.
+    Off,
+    /// Splice each direction as soon as its destination is connected and has nothing queued.
+    On,
+    /// Copy small exchanges; splice a direction once it streams — once one read fills the
+    /// reactor's whole read buffer (64 KiB) — so request/response traffic pays no extra
+    /// syscalls and bulk transfers skip the copies (default).
+    #[default]
+    Auto,
+}
+
+/// One kernel pipe and what it holds.
+#[derive(Debug)]
+pub(crate) struct KernelPipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes spliced in and not yet out.
+    pub(crate) held: usize,
+}
+
+impl KernelPipe {
+    pub(crate) fn read_end(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    pub(crate) fn write_end(&self) -> BorrowedFd<'_> {
+        self.write.as_fd()
+    }
+}
+
+/// A spliced direction of a pipe: its kernel pipe, and a FIN waiting for the pipe to empty.
+#[derive(Debug)]
+pub(crate) struct Direction {
+    pub(crate) pipe: KernelPipe,
+    /// The source's FIN came while bytes were still in the pipe: `end()` the destination once
+    /// they are out.
+    pub(crate) fin_after_drain: bool,
+}
+
+/// The bound on kernel pipes: how many are open, how many may be.
+///
+/// Pipes are not kept for reuse once their pair ends: a pipe costs one `pipe2` and one
+/// `close` per spliced direction — nothing next to the stream that earned it (at least one
+/// full read buffer) — and a server that holds no idle pipes has exactly its connections'
+/// fds open once they close.
+#[derive(Debug)]
+pub(crate) struct PipePool {
+    open: usize,
+    max: usize,
+    size: Option<usize>,
+    /// `SIGPIPE` is ignored: splicing cannot kill the process (see `sys::sigpipe_ignored`).
+    allowed: bool,
+}
+
+impl PipePool {
+    pub(crate) fn new(max: usize, size: Option<usize>) -> PipePool {
+        PipePool {
+            open: 0,
+            max,
+            size,
+            allowed: max > 0 && sys::sigpipe_ignored(),
+        }
+    }
+
+    /// An empty kernel pipe, or `None`: the bound is reached, splicing is not allowed, or
+    /// the process is out of fds. The caller copies then.
+    pub(crate) fn take(&mut self) -> Option<KernelPipe> {
+        if !self.allowed || self.open >= self.max {
+            return None;
+        }
+        let (read, write) = match sys::pipe() {
+            Ok(fds) => fds,
+            Err(e) => {
+                log::debug!("no kernel pipe ({e}): copying instead");
+                return None;
+            }
+        };
+        if let Some(size) = self.size
+            && let Err(e) = sys::set_pipe_size(write.as_fd(), size)
+        {
+            log::debug!("F_SETPIPE_SZ {size}: {e}; keeping the default size");
+        }
+        self.open += 1;
+        Some(KernelPipe {
+            read,
+            write,
+            held: 0,
+        })
+    }
+
+    /// Closes a pipe whose direction is over (with any bytes it still held: that stream was
+    /// cut, and the destination's close said so with an RST).
+    pub(crate) fn give_back(&mut self, pipe: KernelPipe) {
+        drop(pipe);
+        self.open -= 1;
+    }
+}
+
+/// Whether a direction that copies now should splice from here on: the policy of
+/// [`Splice`]. `read` bytes were just copied out of a buffer of `buffer` bytes, and the
+/// destination is connected with an empty queue (nothing may overtake queued bytes).
+pub(crate) fn should_splice(
+    mode: Splice,
+    read: usize,
+    buffer: usize,
+    destination_clear: bool,
+) -> bool {
+    destination_clear
+        && match mode {
+            Splice::Off => false,
+            Splice::On => true,
+            Splice::Auto => read >= buffer,
+        }
+}

@@ -1,0 +1,103 @@
+//! The spliced path's traps, with faults injected into its syscalls (test builds only): no
+//! kernel pipe to be had (out of fds) → the pair copies; `EINTR` in `splice` → retried,
+//! invisible to the peers.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::sys::faults::{self, Call};
+use crate::{ConnectOptions, Context, Event, Handler, ListenOptions, PipeOptions, PipeSummary};
+use crate::{Reactor, SocketId, Splice};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const SIZE: usize = 2 << 20;
+
+struct Proxy {
+    upstream: std::net::SocketAddr,
+    summary: Option<PipeSummary>,
+}
+
+impl Handler for Proxy {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
+        if let Event::Accepted(_) = event {
+            let up = cx.connect(self.upstream, ConnectOptions::new()).unwrap();
+            cx.pipe(id, up, PipeOptions::new().splice(Splice::On))
+                .unwrap();
+        }
+    }
+
+    fn on_pipe_closed(&mut self, _: &mut Context, summary: PipeSummary) {
+        self.summary = Some(summary);
+    }
+}
+
+/// The client sends `SIZE` patterned bytes and its FIN through the pair; the upstream reads
+/// them to the end and closes. Returns what the upstream read and the summary.
+fn send_through() -> (Vec<u8>, PipeSummary) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let mut h = Proxy {
+        upstream: upstream.local_addr().unwrap(),
+        summary: None,
+    };
+    let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let sent = payload.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c.write_all(&sent).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).map(|_| rest)
+    });
+    let server = std::thread::spawn(move || {
+        let (mut up, _) = upstream.accept().unwrap();
+        up.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut got = Vec::new();
+        up.read_to_end(&mut got).unwrap();
+        got
+    });
+    let start = Instant::now();
+    while h.summary.is_none() {
+        assert!(start.elapsed() < LIMIT, "the pair never ended");
+        reactor
+            .run_once(&mut h, Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    assert_eq!(
+        client.join().unwrap().unwrap(),
+        b"",
+        "the client got bytes or no FIN"
+    );
+    let got = server.join().unwrap();
+    assert!(
+        got == payload,
+        "the upstream read {} other bytes",
+        got.len()
+    );
+    (got, h.summary.unwrap())
+}
+
+#[test]
+fn no_kernel_pipe_to_be_had_means_the_pair_copies() {
+    faults::inject(Call::Pipe, libc::EMFILE, usize::MAX);
+    let (_, summary) = send_through();
+    assert!(faults::take_hits().contains(&(Call::Pipe, libc::EMFILE)));
+    assert_eq!(summary.a_to_b, SIZE as u64);
+    assert_eq!(
+        summary.a_to_b_spliced, 0,
+        "nothing can be spliced without a pipe"
+    );
+}
+
+#[test]
+fn eintr_in_splice_is_retried_and_invisible() {
+    faults::inject(Call::Splice, libc::EINTR, 5);
+    let (_, summary) = send_through();
+    assert_eq!(faults::take_hits().len(), 5);
+    assert_eq!(summary.a_to_b, SIZE as u64);
+    assert!(summary.a_to_b_spliced > 0, "the pair never spliced");
+}
