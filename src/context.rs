@@ -257,6 +257,38 @@ impl<A> Context<A> {
         self.adopt_listener(listener, options)
     }
 
+    /// Copies of the listening sockets this reactor still accepts on, with their addresses,
+    /// for a handover offer.
+    pub(crate) fn listener_copies(
+        &self,
+    ) -> std::io::Result<Vec<(std::os::fd::OwnedFd, SocketAddr)>> {
+        let mut copies = Vec::new();
+        for (_, slot) in self.listeners.iter() {
+            if slot.machine.is_accepting()
+                && let Some(l) = &slot.listener
+            {
+                copies.push((sys::dup(std::os::fd::AsFd::as_fd(l))?, l.local_addr()?));
+            }
+        }
+        Ok(copies)
+    }
+
+    /// Lets go of a listening socket that is served elsewhere now — handed to a successor
+    /// ([`handover`](crate::handover)), or adopted by another reactor: this reactor stops
+    /// accepting at once and closes its fd, **without** taking the accept queue, which
+    /// belongs to whoever holds the socket now (closing the last fd would reset it; this is
+    /// not the last). Its connections carry on; the listener's `Close` comes after the last
+    /// of them. Use [`close_listener`](Self::close_listener) for a listener nobody else
+    /// holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleId`] for an unknown listener, [`Error::Destroyed`] for one already
+    /// closed.
+    pub fn hand_over_listener(&mut self, id: ListenerId) -> Result<()> {
+        self.drive_listener(id, |l, out| l.hand_over(out))
+    }
+
     /// The address a listener is bound to.
     pub fn listener_addr(&self, id: ListenerId) -> Result<SocketAddr> {
         match &self.listener(id)?.listener {

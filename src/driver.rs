@@ -225,6 +225,7 @@ impl<A> Context<A> {
                             info.reason,
                             slot.conn.bytes_read(),
                             slot.conn.bytes_written(),
+                            info.unsent,
                         );
                         // An RST goes on the wire for `reset_and_destroy` and for a close
                         // that dropped bytes — unless the peer's reset already closed the
@@ -459,9 +460,23 @@ impl<A> Context<A> {
                     let options = slot.options.clone();
                     if let Some(listener) = listener {
                         self.sweep_accept_queue(id, &listener, &options);
+                        // Adopted fds may be open elsewhere too (systemd keeps its copy).
+                        let _ = sys::deregister_listener(self.registry.as_fd(), &listener);
                         // Dropping the fd closes the socket, which also removes it from
                         // epoll, and makes the kernel refuse new connects instead of
                         // queueing them in a backlog nobody reads.
+                        drop(listener);
+                    }
+                    if let Some(slot) = self.listeners.get_mut(id) {
+                        slot.machine.on_fd_closed(&mut self.listener_actions);
+                    }
+                }
+                ListenerAction::Forget => {
+                    self.stats.listeners_handed_over += 1;
+                    if let Some(listener) = slot.listener.take() {
+                        if let Err(e) = sys::deregister_listener(self.registry.as_fd(), &listener) {
+                            log::warn!("{id}: epoll_ctl(DEL): {e}");
+                        }
                         drop(listener);
                     }
                     if let Some(slot) = self.listeners.get_mut(id) {

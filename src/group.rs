@@ -126,6 +126,7 @@ pub struct Member {
 pub struct Group<A: 'static = ()> {
     addr: SocketAddr,
     members: Vec<(Waker<A>, Option<ReactorThread>)>,
+    handover: Option<crate::handover::HandoverServer>,
 }
 
 /// A member's thread: it returns the reactor's counters once the reactor stops.
@@ -167,12 +168,77 @@ impl<A: Default + 'static> Group<A> {
             bound = l.local_addr()?;
             listeners.push(l);
         }
+        Group::start(
+            listeners.into_iter().map(|l| vec![l]).collect(),
+            bound,
+            options,
+            make,
+        )
+    }
+
+    /// Starts a group on listening sockets made elsewhere — handed over by the running
+    /// process ([`handover::take_over`](crate::handover::take_over)) or inherited
+    /// ([`handover::inherited`](crate::handover::inherited)) — instead of binding: `options`'
+    /// reactor count is kept, the sockets are dealt out to the reactors in turn, and a reactor
+    /// left without one binds its own `SO_REUSEPORT` listener on the first socket's address
+    /// (which works when the sockets were made with `SO_REUSEPORT`, as a group's are).
+    ///
+    /// # Errors
+    ///
+    /// As [`listen`](Self::listen); [`Error::InvalidOption`] for an empty list.
+    pub fn adopt<F, H>(
+        listeners: Vec<std::net::TcpListener>,
+        options: GroupOptions,
+        make: F,
+    ) -> Result<Group<A>>
+    where
+        F: Fn(Member) -> H + Send + Sync + 'static,
+        H: Handler<A> + 'static,
+    {
+        if options.reactors == 0 {
+            return Err(Error::InvalidOption("a group needs at least one reactor"));
+        }
+        let Some(first) = listeners.first() else {
+            return Err(Error::InvalidOption("no listening socket to adopt"));
+        };
+        let addr = first.local_addr()?;
+        let listen = options.listen.clone().reuse_port(true);
+        let mut dealt: Vec<Vec<std::net::TcpListener>> =
+            (0..options.reactors).map(|_| Vec::new()).collect();
+        for (i, l) in listeners.into_iter().enumerate() {
+            dealt[i % options.reactors].push(l);
+        }
+        for own in &mut dealt {
+            if own.is_empty() {
+                let l =
+                    sys::listen_std(addr, listen.backlog, listen.no_delay, true).map_err(|e| {
+                        Error::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}")))
+                    })?;
+                own.push(l);
+            }
+        }
+        Group::start(dealt, addr, options, make)
+    }
+
+    /// Starts one reactor per entry of `listeners`, each serving its sockets.
+    fn start<F, H>(
+        listeners: Vec<Vec<std::net::TcpListener>>,
+        bound: SocketAddr,
+        options: GroupOptions,
+        make: F,
+    ) -> Result<Group<A>>
+    where
+        F: Fn(Member) -> H + Send + Sync + 'static,
+        H: Handler<A> + 'static,
+    {
+        let listen = options.listen.clone().reuse_port(true);
         let make = Arc::new(make);
         let mut group = Group {
             addr: bound,
-            members: Vec::with_capacity(options.reactors),
+            members: Vec::with_capacity(listeners.len()),
+            handover: None,
         };
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, own) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
             let make = Arc::clone(&make);
             let listen = listen.clone();
@@ -183,7 +249,12 @@ impl<A: Default + 'static> Group<A> {
                 .spawn(move || -> Result<Stats> {
                     let started = (|| {
                         let mut reactor = Reactor::<A>::with_attachment(reactor_options)?;
-                        let id = reactor.listen_std(listener, listen)?;
+                        let mut id = None;
+                        for listener in own {
+                            let this = reactor.listen_std(listener, listen.clone())?;
+                            id.get_or_insert(this);
+                        }
+                        let id = id.ok_or(Error::InvalidOption("a reactor without a listener"))?;
                         if let Some(grace) = signals {
                             reactor.shutdown_on_signals(grace)?;
                         }
@@ -278,6 +349,51 @@ impl<A: 'static> Group<A> {
             "no reactor with that index in the group",
         ))?;
         waker.send(move |cx: &mut Context<A>| cx.shutdown(grace))
+    }
+
+    /// Serves handovers at the Unix-domain socket `path` (see
+    /// [`handover`](crate::handover) and [`Reactor::serve_handover`]): a successor is offered
+    /// every member's listening socket; once it adopted them, every reactor stops accepting
+    /// — their accept queues untouched, the successor's now — and shuts down gracefully with
+    /// `grace`; [`join`](Self::join) returns once their connections closed.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error binding `path`.
+    pub fn serve_handover(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        grace: Duration,
+    ) -> Result<()> {
+        let wakers: Vec<Waker<A>> = self.members.iter().map(|(w, _)| w.clone()).collect();
+        let asked = wakers.clone();
+        // Copies are made at each offer, by the reactors themselves: only the sockets they
+        // still accept on, and none kept between offers (a copy held here would keep a
+        // closed listener's queue alive, its connects neither refused nor served).
+        let copies = Box::new(move || {
+            let mut all = Vec::new();
+            for waker in &asked {
+                all.extend(crate::handover::ask_copies(waker)?);
+            }
+            Ok(all)
+        });
+        let on_accepted = Box::new(move || {
+            for waker in wakers {
+                let _ = waker.send(move |cx: &mut Context<A>| {
+                    for id in cx.listener_ids() {
+                        let _ = cx.hand_over_listener(id);
+                    }
+                    cx.shutdown(grace);
+                });
+            }
+        });
+        self.handover = None;
+        self.handover = Some(crate::handover::HandoverServer::start(
+            path.as_ref(),
+            copies,
+            on_accepted,
+        )?);
+        Ok(())
     }
 
     /// Waits until every reactor has returned — after a [`shutdown`](Self::shutdown), a

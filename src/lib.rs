@@ -114,6 +114,7 @@
 //! | `BackedOff` | retry timer, or any socket closed (an fd freed) | `Open` | accept again |
 //! | `Open`, `Full`, `BackedOff` | [`close_listener`](Context::close_listener) | `Draining` | listening fd closed: new connects are refused |
 //! | `Open`, `Full`, `BackedOff`, `Draining` | [`shutdown_listener`](Context::shutdown_listener) | `Draining{shutdown}` | as `close_listener`, and its connections end within a grace period |
+//! | `Open`, `Full`, `BackedOff` | [`hand_over_listener`](Context::hand_over_listener) (a [`handover`]) | `Draining` | stops accepting; this fd closed *without* taking the accept queue, which the successor holding the socket serves |
 //! | `Draining` | last socket closed (or none open at the close) | `Closed` | [`ListenerEvent::Close`], after that socket's `Close` |
 //!
 //! **Pipes** ([`Context::pipe`]) forward between two sockets — a proxy's pair — and carry the
@@ -183,6 +184,7 @@ mod error;
 mod event;
 mod group;
 mod handler;
+pub mod handover;
 mod id;
 mod listener;
 mod options;

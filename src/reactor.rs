@@ -64,6 +64,8 @@ pub struct Reactor<A = ()> {
     /// with the grace period to give.
     signals: Option<(Signals, Duration)>,
     waker: Option<Waker<A>>,
+    /// Serving handovers of this reactor's listeners (see [`Reactor::serve_handover`]).
+    handover: Option<crate::handover::HandoverServer>,
 }
 
 /// Wakes a reactor from another thread, and hands it work: [`Handler::on_wake`] runs in the
@@ -215,6 +217,7 @@ impl<A: Default> Reactor<A> {
             listener_batch: Vec::new(),
             signals: None,
             waker: None,
+            handover: None,
         })
     }
 
@@ -238,6 +241,77 @@ impl<A: Default> Reactor<A> {
             TokenKind::Reserved(SIGNAL_TOKEN).to_token(),
         )?;
         self.signals = Some((signals, grace));
+        Ok(())
+    }
+
+    /// Serves handovers at the Unix-domain socket `path` (zero-downtime restart, see
+    /// [`handover`](crate::handover)): a successor that connects there is offered this
+    /// reactor's listening sockets; once it adopted them, this reactor stops accepting —
+    /// without touching their accept queues, which the successor serves now — and shuts
+    /// down gracefully with `grace` ([`Context::shutdown`]): its connections finish, `run`
+    /// returns once they closed. A handover that fails half-way changes nothing here.
+    ///
+    /// Covers the listeners open now; the socket file is bound atomically (renamed over
+    /// whatever was at `path`) and removed when the reactor is dropped, unless a successor
+    /// has put its own there.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use finwait::{handover, ListenOptions, Reactor};
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// // Take over from the running instance, if there is one; else bind.
+    /// match handover::take_over("/run/myserver.handover")? {
+    ///     Some(offer) => {
+    ///         offer.adopt(&mut reactor, ListenOptions::new())?;
+    ///     }
+    ///     None => {
+    ///         reactor.listen("127.0.0.1:7000", ListenOptions::new())?;
+    ///     }
+    /// }
+    /// reactor.serve_handover("/run/myserver.handover", Duration::from_secs(30))?;
+    /// reactor.run(&mut |cx, id, event| { /* serve */ })?;
+    /// # Ok::<(), finwait::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`](crate::Error::InvalidOption) without a listener; an I/O error
+    /// binding `path`.
+    pub fn serve_handover(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        grace: Duration,
+    ) -> Result<()>
+    where
+        A: 'static,
+    {
+        if self.cx.listener_ids().is_empty() {
+            return Err(crate::Error::InvalidOption(
+                "nothing to hand over: no listener",
+            ));
+        }
+        let waker = self.waker()?;
+        // Copies are made at each offer, on the reactor's thread: only the sockets it still
+        // accepts on, and none kept between offers (a copy held here would keep a closed
+        // listener's queue alive, its connects neither refused nor served).
+        let asked = waker.clone();
+        let copies = Box::new(move || crate::handover::ask_copies(&asked));
+        let on_accepted = Box::new(move || {
+            let _ = waker.send(move |cx: &mut Context<A>| {
+                for id in cx.listener_ids() {
+                    let _ = cx.hand_over_listener(id);
+                }
+                cx.shutdown(grace);
+            });
+        });
+        // A second call replaces the first (which stops serving first).
+        self.handover = None;
+        self.handover = Some(crate::handover::HandoverServer::start(
+            path.as_ref(),
+            copies,
+            on_accepted,
+        )?);
         Ok(())
     }
 

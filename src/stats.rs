@@ -38,6 +38,12 @@ pub struct Stats {
     pub bytes_read: u64,
     /// Bytes handed to the kernel, by closed and live sockets.
     pub bytes_written: u64,
+    /// Bytes accepted by `write` that never reached the kernel: the sum of the closed
+    /// sockets' [`CloseInfo::unsent`](crate::CloseInfo::unsent).
+    pub bytes_unsent: u64,
+    /// Listening sockets handed over to another process or reactor
+    /// ([`Context::hand_over_listener`](crate::Context::hand_over_listener), a handover).
+    pub listeners_handed_over: u64,
 }
 
 const CLOSE_KINDS: usize = 9;
@@ -80,8 +86,15 @@ impl Stats {
         self.closes.iter().sum()
     }
 
-    pub(crate) fn on_close(&mut self, reason: CloseReason, bytes_read: u64, bytes_written: u64) {
+    pub(crate) fn on_close(
+        &mut self,
+        reason: CloseReason,
+        bytes_read: u64,
+        bytes_written: u64,
+        unsent: usize,
+    ) {
         self.closes[close_index(reason)] += 1;
+        self.bytes_unsent += unsent as u64;
         self.bytes_read += bytes_read;
         self.bytes_written += bytes_written;
     }
@@ -89,7 +102,8 @@ impl Stats {
 
 impl fmt::Display for Stats {
     /// One line: `accepted 10 (swept 0), connected 0, closed 10 (graceful 8, peer_reset 2),
-    /// resets sent 0, accept errors 0, bytes read 1024 written 1024`.
+    /// resets sent 0, accept errors 0, bytes read 1024 written 1024 unsent 0` (and
+    /// `, listeners handed over N` after a handover).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -112,8 +126,16 @@ impl fmt::Display for Stats {
         }
         write!(
             f,
-            ", resets sent {}, accept errors {}, bytes read {} written {}",
-            self.resets_sent, self.accept_errors, self.bytes_read, self.bytes_written
-        )
+            ", resets sent {}, accept errors {}, bytes read {} written {} unsent {}",
+            self.resets_sent,
+            self.accept_errors,
+            self.bytes_read,
+            self.bytes_written,
+            self.bytes_unsent
+        )?;
+        if self.listeners_handed_over > 0 {
+            write!(f, ", listeners handed over {}", self.listeners_handed_over)?;
+        }
+        Ok(())
     }
 }

@@ -182,6 +182,145 @@ pub(crate) fn stream_fd(stream: &TcpStream) -> BorrowedFd<'_> {
     stream.as_fd()
 }
 
+/// Sends `data` with `fds` attached (`SCM_RIGHTS`, unix(7)) on a Unix-domain stream socket,
+/// in one `sendmsg`: the receiver gets the fds with the first byte of `data`.
+pub(crate) fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE is a pure computation on a length.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut control = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer is CMSG_SPACE(payload) bytes, room for one header and
+        // `raw`; CMSG_FIRSTHDR/CMSG_DATA point inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr() as *const u8,
+                libc::CMSG_DATA(cmsg),
+                payload,
+            );
+        }
+    }
+    retry_eintr(|| {
+        // SAFETY: `msg` describes valid buffers (see above).
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
+
+/// Receives into `buf` on a Unix-domain stream socket, with up to `max_fds` fds attached
+/// (`SCM_RIGHTS`); received fds are close-on-exec (`MSG_CMSG_CLOEXEC`). More fds than
+/// `max_fds` are truncated by the kernel (and closed by it), which the caller sees as a count
+/// that does not match what the message says.
+pub(crate) fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let payload = max_fds * std::mem::size_of::<libc::c_int>();
+    // SAFETY: CMSG_SPACE is a pure computation on a length.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    let n = retry_eintr(|| {
+        // SAFETY: `msg` describes valid, writable buffers (see above).
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })?;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled the control buffer with well-formed headers; each SCM_RIGHTS
+    // payload is an array of fds now owned by this process.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                let count = len / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned((data as *const libc::c_int).add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n, fds))
+}
+
+/// A second fd for the same open socket (`F_DUPFD_CLOEXEC`): what a handover offers, while
+/// the reactor keeps its own.
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Sets close-on-exec on an inherited fd (systemd passes them without it).
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we hold.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, setting a flag.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What a listening TCP socket is bound to, after checking that `fd` is one: a stream socket
+/// of the IPv4 or IPv6 family with `SO_ACCEPTCONN` set.
+pub(crate) fn listening_tcp_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let socket = SockRef::from(&fd);
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    if socket.r#type()? != Type::STREAM {
+        return Err(invalid("not a stream socket"));
+    }
+    let addr = socket.local_addr()?;
+    if !matches!(addr.domain(), Domain::IPV4 | Domain::IPV6) {
+        return Err(invalid("not a TCP socket"));
+    }
+    if !socket.is_listener()? {
+        return Err(invalid("not listening"));
+    }
+    addr.as_socket().ok_or_else(|| invalid("no IP address"))
+}
+
 /// Accepts one connection from the backlog (non-blocking, `SOCK_CLOEXEC`).
 pub(crate) fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
     retry_eintr(|| {
@@ -264,6 +403,18 @@ pub(crate) fn set_listener_interest(
     interested: bool,
 ) -> io::Result<()> {
     epoll_ctl(poller, libc::EPOLL_CTL_MOD, listener, token, interested)
+}
+
+/// Removes a listener from the poller before its fd is closed. Closing an fd removes it from
+/// epoll only when no other fd refers to the same open file description (epoll(7), "Will
+/// closing a file descriptor cause it to be removed from all epoll interest lists?"): a
+/// listener handed to a successor, or adopted from systemd, is still open elsewhere, and its
+/// level-triggered readiness would otherwise wake this poller for ever.
+pub(crate) fn deregister_listener(
+    poller: BorrowedFd<'_>,
+    listener: &TcpListener,
+) -> io::Result<()> {
+    epoll_ctl(poller, libc::EPOLL_CTL_DEL, listener, mio::Token(0), false)
 }
 
 fn epoll_ctl(

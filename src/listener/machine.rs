@@ -49,6 +49,9 @@ pub(crate) enum ListenerAction {
     CancelRetry,
     /// Take what waits in the accept queue, then close the listening fd.
     Close,
+    /// Stop accepting and close this reactor's fd without taking the accept queue: another
+    /// process (or reactor) holds the same listening socket and serves that queue now.
+    Forget,
     /// Tell every connection of this listener to finish, and arm the grace deadline (after
     /// which the stragglers are destroyed).
     Shutdown {
@@ -175,6 +178,14 @@ impl Listener {
         }
     }
 
+    /// Whether the listener still takes connections (not closed or handed over).
+    pub(crate) fn is_accepting(&self) -> bool {
+        matches!(
+            self.state,
+            ListenerState::Open | ListenerState::Full | ListenerState::BackedOff
+        )
+    }
+
     // ---- the program's calls -----------------------------------------------------------
 
     /// `close_listener`: stop accepting, close the fd (after taking the accept queue), report
@@ -190,6 +201,23 @@ impl Listener {
                 self.set_state(ListenerState::Draining { shutdown: false });
                 // The sweep may add connections; the driver reports them through
                 // `on_accepted` before it reports `on_fd_closed`.
+                Ok(())
+            }
+        }
+    }
+
+    /// The listening socket was handed over (to a successor that holds it now): stop
+    /// accepting at once and close this fd without taking the queue, which is the
+    /// successor's; report `Close` once the last accepted socket closed.
+    pub(crate) fn hand_over(&mut self, out: &mut ListenerActions) -> Result<()> {
+        match self.state {
+            ListenerState::Draining { .. } | ListenerState::Closed => Err(Error::Destroyed),
+            state => {
+                if state == ListenerState::BackedOff {
+                    out.push_back(ListenerAction::CancelRetry);
+                }
+                out.push_back(ListenerAction::Forget);
+                self.set_state(ListenerState::Draining { shutdown: false });
                 Ok(())
             }
         }

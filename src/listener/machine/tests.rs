@@ -22,6 +22,7 @@ fn describe(out: ListenerActions) -> Vec<String> {
             ListenerAction::ArmRetry => "arm retry".to_string(),
             ListenerAction::CancelRetry => "cancel retry".to_string(),
             ListenerAction::Close => "close".to_string(),
+            ListenerAction::Forget => "forget".to_string(),
             ListenerAction::Shutdown { grace } => format!("shutdown {grace:?}"),
             ListenerAction::Emit(ListenerEvent::Close) => "emit Close".to_string(),
             ListenerAction::Emit(ListenerEvent::Error(e)) => format!("emit Error({e})"),
@@ -279,6 +280,21 @@ fn retry_and_freed_fds_reopen_only_a_backed_off_listener() {
 }
 
 // ---- the program's calls in every state ----------------------------------------------------
+
+#[test]
+fn hand_over_in_every_state() {
+    table(
+        &[
+            ("open", ok(&["forget"])),
+            ("full", ok(&["forget"])),
+            ("backed_off", ok(&["cancel retry", "forget"])),
+            ("draining", ("Destroyed".into(), Vec::new())),
+            ("draining_shutdown", ("Destroyed".into(), Vec::new())),
+            ("closed", ("Destroyed".into(), Vec::new())),
+        ],
+        |l| call(l, |l, o| l.hand_over(o)),
+    );
+}
 
 #[test]
 fn close_in_every_state() {
