@@ -387,6 +387,13 @@ impl<A: 'static> Group<A> {
                 });
             }
         });
+        if self
+            .handover
+            .as_ref()
+            .is_some_and(|h| h.path() == path.as_ref())
+        {
+            return Ok(());
+        }
         self.handover = None;
         self.handover = Some(crate::handover::HandoverServer::start(
             path.as_ref(),

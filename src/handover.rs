@@ -77,6 +77,7 @@ pub struct Offer {
     stream: UnixStream,
     listeners: Vec<Offered>,
     answered: bool,
+    path: PathBuf,
 }
 
 impl Offer {
@@ -85,7 +86,9 @@ impl Offer {
         &self.listeners
     }
 
-    /// Takes the sockets out, to adopt them yourself; then call [`accept`](Self::accept) or
+    /// Takes the sockets out, to adopt them yourself (into a [`Group`](crate::Group::adopt),
+    /// say); then serve handovers at [`path`](Self::path) and call [`accept`](Self::accept)
+    /// — in that order, so that the next successor finds this process there — or
     /// [`refuse`](Self::refuse).
     pub fn take_listeners(&mut self) -> Vec<Offered> {
         std::mem::take(&mut self.listeners)
@@ -111,33 +114,53 @@ impl Offer {
         let _ = self.stream.write_all(format!("refuse {why}\n").as_bytes());
     }
 
-    /// Adopts every offered socket into `reactor` with `options` (all or none), then accepts
-    /// the handover. On an error nothing stays adopted — the sockets are let go without
-    /// touching their queues — and the handover is refused.
+    /// Completes the handover into `reactor`: adopts every offered socket with `options`
+    /// (all or none), serves handovers at the same path from then on
+    /// ([`Reactor::serve_handover`](crate::Reactor::serve_handover) with `grace`), and only
+    /// then accepts — so that when the old process lets go, the path already leads to this
+    /// one, and a successor that comes next finds it. On an error nothing stays adopted (the
+    /// sockets are let go without touching their queues) and the handover is refused: the
+    /// old process serves on.
     ///
     /// # Errors
     ///
-    /// The first adoption error, or [`Offer::accept`]'s.
-    pub fn adopt<A: Default>(
+    /// The first adoption error, binding the path, or [`Offer::accept`]'s.
+    pub fn adopt<A: Default + 'static>(
         mut self,
         reactor: &mut crate::Reactor<A>,
         options: crate::ListenOptions,
+        grace: Duration,
     ) -> Result<Vec<crate::ListenerId>> {
         let mut ids = Vec::new();
+        let mut failed = None;
         for offered in self.take_listeners() {
             match reactor.listen_std(offered.listener, options.clone()) {
                 Ok(id) => ids.push(id),
                 Err(e) => {
-                    for id in ids {
-                        let _ = reactor.context_mut().hand_over_listener(id);
-                    }
-                    self.refuse(&format!("cannot adopt {}: {e}", offered.addr));
-                    return Err(e);
+                    failed = Some((format!("cannot adopt {}: {e}", offered.addr), e));
+                    break;
                 }
             }
         }
+        if failed.is_none()
+            && let Err(e) = reactor.serve_handover(&self.path, grace)
+        {
+            failed = Some((format!("cannot serve handovers: {e}"), e));
+        }
+        if let Some((why, e)) = failed {
+            for id in ids {
+                let _ = reactor.context_mut().hand_over_listener(id);
+            }
+            self.refuse(&why);
+            return Err(e);
+        }
         self.accept()?;
         Ok(ids)
+    }
+
+    /// The path the offer came through (where this process should serve handovers next).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -190,6 +213,7 @@ pub fn take_over(path: impl AsRef<Path>) -> Result<Option<Offer>> {
                     stream,
                     listeners,
                     answered: false,
+                    path: path.to_path_buf(),
                 }));
             }
             // Closed before offering: busy with another successor. Ask again.
@@ -217,7 +241,15 @@ fn receive_offer(stream: &mut UnixStream) -> Result<Option<Vec<Offered>>> {
     let mut text = Vec::new();
     let mut fds = Vec::new();
     loop {
-        let (n, mut got) = sys::recv_with_fds(stream.as_fd(), &mut buf, MAX_LISTENERS + 1)?;
+        let (n, mut got) = match sys::recv_with_fds(stream.as_fd(), &mut buf, MAX_LISTENERS + 1) {
+            Ok(r) => r,
+            // The old side's listener closed with us in its backlog: it handed the sockets to
+            // the successor before us.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && text.is_empty() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         fds.append(&mut got);
         if n == 0 {
             if text.is_empty() && fds.is_empty() {
@@ -519,3 +551,6 @@ fn offer(mut stream: UnixStream, listeners: &[(OwnedFd, SocketAddr)]) -> io::Res
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

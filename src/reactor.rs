@@ -251,9 +251,10 @@ impl<A: Default> Reactor<A> {
     /// down gracefully with `grace` ([`Context::shutdown`]): its connections finish, `run`
     /// returns once they closed. A handover that fails half-way changes nothing here.
     ///
-    /// Covers the listeners open now; the socket file is bound atomically (renamed over
-    /// whatever was at `path`) and removed when the reactor is dropped, unless a successor
-    /// has put its own there.
+    /// Offers the listeners accepting at the time of the offer; the socket file is bound
+    /// atomically (renamed over whatever was at `path`) and removed when the reactor is
+    /// dropped, unless a successor has put its own there. A second call for the same path
+    /// changes nothing.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -261,15 +262,18 @@ impl<A: Default> Reactor<A> {
     ///
     /// let mut reactor = Reactor::new()?;
     /// // Take over from the running instance, if there is one; else bind.
-    /// match handover::take_over("/run/myserver.handover")? {
+    /// let path = "/run/myserver.handover";
+    /// let grace = Duration::from_secs(30);
+    /// match handover::take_over(path)? {
+    ///     // Adopts the sockets, serves handovers at `path`, then tells the old one.
     ///     Some(offer) => {
-    ///         offer.adopt(&mut reactor, ListenOptions::new())?;
+    ///         offer.adopt(&mut reactor, ListenOptions::new(), grace)?;
     ///     }
     ///     None => {
     ///         reactor.listen("127.0.0.1:7000", ListenOptions::new())?;
+    ///         reactor.serve_handover(path, grace)?;
     ///     }
     /// }
-    /// reactor.serve_handover("/run/myserver.handover", Duration::from_secs(30))?;
     /// reactor.run(&mut |cx, id, event| { /* serve */ })?;
     /// # Ok::<(), finwait::Error>(())
     /// ```
@@ -305,7 +309,15 @@ impl<A: Default> Reactor<A> {
                 cx.shutdown(grace);
             });
         });
-        // A second call replaces the first (which stops serving first).
+        // Already serving there: nothing to do (replacing the server would leave the path
+        // missing for a moment, and a successor arriving then would bind anew).
+        if self
+            .handover
+            .as_ref()
+            .is_some_and(|h| h.path() == path.as_ref())
+        {
+            return Ok(());
+        }
         self.handover = None;
         self.handover = Some(crate::handover::HandoverServer::start(
             path.as_ref(),

@@ -109,8 +109,9 @@ fn handovers_between_reactors_lose_no_connection() {
             .expect("the running reactor serves handovers");
         assert_eq!(offer.listeners().len(), 1);
         assert_eq!(offer.listeners()[0].addr, addr);
-        offer.adopt(&mut next, ListenOptions::new()).unwrap();
-        next.serve_handover(&path, Duration::from_secs(10)).unwrap();
+        offer
+            .adopt(&mut next, ListenOptions::new(), Duration::from_secs(10))
+            .unwrap();
         let (successor, next_waker) = spawn_serving(next, &served);
         // The old one stops accepting, finishes its connections and returns.
         wait_returned(&running, &format!("round {round}: the old reactor"));
@@ -180,7 +181,7 @@ fn a_refused_handover_leaves_the_old_reactor_serving() {
     handover::take_over(&path)
         .unwrap()
         .unwrap()
-        .adopt(&mut next, ListenOptions::new())
+        .adopt(&mut next, ListenOptions::new(), Duration::from_secs(10))
         .unwrap();
     wait_returned(&running, "the old reactor");
     assert_eq!(running.join().unwrap().listeners_handed_over, 1);
