@@ -130,6 +130,41 @@
 //! | `Closing{closed: X}` | the other side closes | `Closed` | [`Handler::on_pipe_closed`] with a [`PipeSummary`] |
 //! | any | a forward leaves the destination over its high-water mark | same | the source is paused until the destination drains |
 //!
+//! ## Restarting without losing a connection
+//!
+//! A server restarts — a new binary deployed — by handing its listening sockets to its
+//! successor ([`handover`]): the running process serves handovers on a Unix-domain socket
+//! ([`Reactor::serve_handover`]); the successor asks there ([`handover::take_over`]), gets the
+//! sockets themselves (`SCM_RIGHTS`), checks and adopts all of them or none, and says so. Only
+//! then does the old process stop accepting — closing its own fds without touching the
+//! accept queues, which the successor holds too and serves — and finish its connections as in
+//! a graceful shutdown. No connect is refused (the sockets never close), none is reset (no
+//! queue is dropped), and each connection is served by exactly one process. A handover that
+//! fails half-way leaves the old process serving. Sockets passed by systemd take the same
+//! path ([`handover::inherited`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use finwait::{handover, ListenOptions, Reactor};
+//!
+//! let (path, grace) = ("/run/echo.handover", Duration::from_secs(30));
+//! let mut reactor = Reactor::new()?;
+//! match handover::take_over(path)? {
+//!     Some(offer) => drop(offer.adopt(&mut reactor, ListenOptions::new(), grace)?),
+//!     None => {
+//!         reactor.listen("127.0.0.1:7000", ListenOptions::new())?;
+//!         reactor.serve_handover(path, grace)?;
+//!     }
+//! }
+//! // Serves until a successor takes over (or a shutdown), then finishes and returns.
+//! reactor.run(&mut |cx, id, event| {
+//!     if let finwait::Event::Data(bytes) = event {
+//!         let _ = cx.write(id, bytes);
+//!     }
+//! })?;
+//! # Ok::<(), finwait::Error>(())
+//! ```
+//!
 //! ## Architecture
 //!
 //! - `socket/`: the sans-IO socket machine (`machine.rs`: inputs in, actions out, no
@@ -137,6 +172,7 @@
 //!   many writes), and the slot that holds both beside the cached readiness.
 //! - `listener/`: the listener machine above and its slot.
 //! - `pipe/`: the pair machine above, its slot, and the public pipe types.
+//! - `handover`: the handover protocol, its server thread and the successor's side.
 //! - `table`: one generational table type for sockets, listeners and timers:
 //!   [`SocketId`]/[`ListenerId`] = slot index + generation (packed into mio tokens, `id`), so
 //!   a stale id never reaches the entry that reuses its slot.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use finwait::{Event, ListenOptions, Reactor, Stats, Waker, handover};
+use finwait::{Context, Event, Handler, ListenOptions, Reactor, SocketId, Stats, Waker, handover};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -22,19 +22,28 @@ fn spawn_serving(
     served: &Arc<AtomicUsize>,
 ) -> (thread::JoinHandle<Stats>, Waker) {
     let waker = reactor.waker().unwrap();
-    let served = served.clone();
+    let mut handler = LineOnce(served.clone());
     let thread = thread::spawn(move || {
-        reactor
-            .run(&mut |cx, id, event| {
-                if let Event::Data(bytes) = event {
-                    let _ = cx.end_with(id, bytes);
-                    served.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .unwrap();
+        reactor.serve(&mut handler).unwrap();
         reactor.stats()
     });
     (thread, waker)
+}
+
+/// Answers one line, then ends. Asked to finish by a shutdown (after a handover), a
+/// connection whose line has not come yet is left to send it — ending it then would answer
+/// a client that already sent its line with a bare FIN — and the grace bounds the wait.
+struct LineOnce(Arc<AtomicUsize>);
+
+impl Handler for LineOnce {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
+        if let Event::Data(bytes) = event {
+            let _ = cx.end_with(id, bytes);
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_shutdown_request(&mut self, _: &mut Context, _: SocketId, _: &mut ()) {}
 }
 
 /// Waits (bounded) for a serving thread to return.
@@ -202,5 +211,121 @@ fn nothing_serving_the_path_means_bind_yourself() {
     // A stale socket file (its process gone) refuses: the same.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(handover::take_over(&path).unwrap().is_none());
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A successor arrives while another is being handed the sockets: it waits its turn, finds
+/// the sockets gone from the old process, reconnects — to the first successor, which already
+/// serves handovers at the path — and takes over from it.
+#[test]
+fn a_handover_during_a_handover_goes_to_the_first_successor() {
+    let path = temp_path("handover-during");
+    let mut a = Reactor::new().unwrap();
+    let l = a.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = a.listener_addr(l).unwrap();
+    a.serve_handover(&path, Duration::from_secs(10)).unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let (a_thread, _) = spawn_serving(a, &served);
+    // B holds A's offer without answering yet.
+    let b_offer = handover::take_over(&path).unwrap().unwrap();
+    // C asks meanwhile: it waits behind B.
+    let c_asking = {
+        let path = path.clone();
+        thread::spawn(move || handover::take_over(&path))
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert!(
+        !c_asking.is_finished(),
+        "C got an answer while A was busy with B"
+    );
+    let mut b = Reactor::new().unwrap();
+    b_offer
+        .adopt(&mut b, ListenOptions::new(), Duration::from_secs(10))
+        .unwrap();
+    let (b_thread, _) = spawn_serving(b, &served);
+    wait_returned(&a_thread, "A");
+    // C's turn: B offers the same socket.
+    let c_offer = c_asking
+        .join()
+        .unwrap()
+        .unwrap()
+        .expect("B serves handovers");
+    assert_eq!(c_offer.listeners()[0].addr, addr);
+    let mut c = Reactor::new().unwrap();
+    c_offer
+        .adopt(&mut c, ListenOptions::new(), Duration::from_secs(10))
+        .unwrap();
+    let (c_thread, c_waker) = spawn_serving(c, &served);
+    wait_returned(&b_thread, "B");
+    for n in 0..20 {
+        one(addr, n).unwrap();
+    }
+    c_waker
+        .send(|cx| cx.shutdown(Duration::from_secs(10)))
+        .unwrap();
+    wait_returned(&c_thread, "C");
+    assert_eq!(a_thread.join().unwrap().listeners_handed_over, 1);
+    assert_eq!(b_thread.join().unwrap().listeners_handed_over, 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The old reactor is at `max_connections`: the connections waiting in the accept queue are
+/// not its to take any more once it hands over — the successor serves them, none is reset.
+#[test]
+fn connections_queued_behind_max_connections_go_to_the_successor() {
+    let path = temp_path("handover-full");
+    let mut old = Reactor::new().unwrap();
+    let l = old
+        .listen("127.0.0.1:0", ListenOptions::new().max_connections(Some(2)))
+        .unwrap();
+    let addr = old.listener_addr(l).unwrap();
+    old.serve_handover(&path, Duration::from_secs(10)).unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let (old_thread, _) = spawn_serving(old, &served);
+    // Two idle connections fill it; five more wait in the accept queue, their lines sent.
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    thread::sleep(Duration::from_millis(50));
+    let queued: Vec<_> = (0..5)
+        .map(|n| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            s.write_all(format!("queued {n}\n").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        served.load(Ordering::Relaxed),
+        0,
+        "the full reactor served a queued one"
+    );
+    let mut next = Reactor::new().unwrap();
+    handover::take_over(&path)
+        .unwrap()
+        .unwrap()
+        .adopt(&mut next, ListenOptions::new(), Duration::from_secs(10))
+        .unwrap();
+    let (next_thread, next_waker) = spawn_serving(next, &served);
+    for (n, mut s) in queued.into_iter().enumerate() {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, format!("queued {n}\n").as_bytes());
+    }
+    // The old reactor's own connections finish as its protocol says: their line, answered.
+    for (n, mut s) in idle.into_iter().enumerate() {
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.write_all(format!("idle {n}\n").as_bytes()).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("a FIN, not a reset");
+        assert_eq!(got, format!("idle {n}\n").as_bytes());
+    }
+    wait_returned(&old_thread, "the old reactor");
+    let stats = old_thread.join().unwrap();
+    assert_eq!((stats.accepted, stats.resets_sent), (2, 0), "{stats}");
+    next_waker
+        .send(|cx| cx.shutdown(Duration::from_secs(10)))
+        .unwrap();
+    wait_returned(&next_thread, "the successor");
+    assert_eq!(next_thread.join().unwrap().accepted, 5);
     let _ = std::fs::remove_file(&path);
 }
