@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use finwait::{Context, Event, ListenOptions, SocketId};
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 count — answers each connection with the number of bytes it sent, after its FIN
 
 USAGE: count [OPTIONS]
@@ -28,12 +29,15 @@ OPTIONS:
                               (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
-  -h, --help                  print this help
+",
+    common_help!(),
+    "  -h, --help                  print this help
 
 Each connection: read until the peer half-closes (FIN), then write the byte count in
 decimal and a newline, then FIN. Nothing is written before the peer's FIN.
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
-";
+"
+);
 
 /// count has no options of its own.
 fn parse() -> Result<Option<common::Server>, lexopt::Error> {

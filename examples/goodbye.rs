@@ -16,7 +16,8 @@ use std::process::ExitCode;
 
 use finwait::{Context, Event, ListenOptions, SocketId};
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 goodbye — writes a message on every connection, then closes it gracefully
 
 USAGE: goodbye [OPTIONS]
@@ -31,10 +32,13 @@ OPTIONS:
                               (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
-  -h, --help                  print this help
+",
+    common_help!(),
+    "  -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
-";
+"
+);
 
 struct Options {
     message: String,

@@ -22,7 +22,8 @@ use finwait::{
     Splice,
 };
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 proxy — a TCP proxy on finwait
 
 USAGE: proxy --upstream HOST:PORT [OPTIONS]
@@ -36,12 +37,15 @@ OPTIONS:
                               listener each (default 1)
   --splice auto|on|off        forward with splice(2), kernel to kernel: auto (default) once
                               a direction streams, on from the start, off: always copy
-  -h, --help                  print this help
+",
+    common_help!(),
+    "  -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
 A FIN from either side is forwarded (after all data before it); an RST or error on either
 side resets the other; an unreachable upstream resets the client.
-";
+"
+);
 
 /// proxy's own options: the upstream (`HOST:PORT`, resolved when serving starts) and when to
 /// splice.

@@ -1,16 +1,20 @@
 //! What every example server shares: the `listening on` line, graceful shutdown on
-//! SIGTERM/SIGINT, logging, and command-line errors. Each example parses its own options
-//! with lexopt.
+//! SIGTERM/SIGINT, the zero-downtime restart (`--handover PATH`), logging, and command-line
+//! errors. Each example parses its own options with lexopt.
 #![allow(dead_code)]
 
 use std::fmt::Display;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use finwait::{Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor, ReactorOptions};
+use finwait::handover::{self, Offer, Offered};
+use finwait::{
+    Context, Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor, ReactorOptions,
+};
 
 /// The options every example server takes (CONTRACT.md).
 pub struct Server {
@@ -21,6 +25,33 @@ pub struct Server {
     pub shutdown_ms: u64,
     /// `--reactors N` (default 1): reactors, one thread each, on the same address.
     pub reactors: usize,
+    /// `--handover PATH`: take over from the instance serving handovers at PATH (else bind
+    /// `--listen`), then serve handovers there.
+    pub handover: Option<PathBuf>,
+    /// `--reuse-port`: bind `--listen` with `SO_REUSEPORT` (one reactor; a group always
+    /// does), so that another process can bind the same port — the naive restart.
+    pub reuse_port: bool,
+}
+
+/// The lines of `--help` for the options every server takes besides `--listen`,
+/// `--shutdown-timeout-ms` and `--reactors` (each example's help ends its option list with
+/// them).
+#[macro_export]
+macro_rules! common_help {
+    () => {
+        "  --handover PATH             zero-downtime restart through the Unix-domain socket PATH:
+                              take over the listening sockets of the instance serving
+                              handovers there (--listen is then ignored), else bind
+                              --listen; then serve handovers at PATH. An instance that
+                              handed over stops accepting (nothing queued is lost: its
+                              successor owns the queue), finishes its connections as on
+                              SIGTERM and exits 0. A handover that fails half-way leaves the
+                              old instance serving; the new one exits 1. Listening sockets
+                              passed by systemd (LISTEN_FDS) are adopted first
+  --reuse-port                bind --listen with SO_REUSEPORT, so that a second instance can
+                              bind the same port (a group of --reactors always does)
+"
+    };
 }
 
 /// Parses the command line: `--listen`, `--shutdown-timeout-ms` and `-h`/`--help` here; every
@@ -35,6 +66,8 @@ pub fn parse_args<O>(
         listen: "127.0.0.1:0".to_string(),
         shutdown_ms: 5000,
         reactors: 1,
+        handover: None,
+        reuse_port: false,
     };
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
@@ -49,6 +82,17 @@ pub fn parse_args<O>(
                     return Err("--reactors must be at least 1".into());
                 }
             }
+            Long("handover") => {
+                let path = PathBuf::from(args.value()?);
+                if path.file_name().is_none() {
+                    let text = path.to_string_lossy().into_owned();
+                    return Err(
+                        invalid("handover", &text, "expected the path of a socket file").into(),
+                    );
+                }
+                server.handover = Some(path);
+            }
+            Long("reuse-port") => server.reuse_port = true,
             Short('h') | Long("help") => return Ok(None),
             Long(name) => {
                 let name = name.to_owned();
@@ -72,33 +116,205 @@ pub fn parse_args<O>(
 /// The library logs both signals at warn, each reactor its own line (`init_logging` says
 /// which reactor): `signal received: shutting down, N connections (grace ...); send it again
 /// to stop now`, then `signal received again: stopping now (N connections destroyed)`.
+///
+/// Where the listening sockets come from, in this order: those systemd passed
+/// (`LISTEN_FDS`, [`handover::inherited`]); with `--handover PATH`, those of the instance
+/// serving handovers at PATH ([`handover::take_over`]: adopted all or none, `--listen`
+/// ignored); else `--listen`, bound here. With `--handover`, handovers are then served at
+/// PATH before the `listening on` line is printed (so a successor started after that line
+/// finds this instance there); once one succeeds, this instance stops accepting, finishes
+/// its connections as on SIGTERM (grace `--shutdown-timeout-ms`) and returns. A handover
+/// that fails half-way is an error (refused: the old instance serves on).
 pub fn serve<A: Default + 'static, H: Handler<A> + 'static>(
     server: &Server,
     options: ListenOptions,
     make: impl Fn() -> H + Send + Sync + 'static,
 ) -> finwait::Result<()> {
     let grace = Duration::from_millis(server.shutdown_ms);
-    let addrs = resolve("listen", &server.listen)?;
+    let source = sockets(server)?;
     if server.reactors <= 1 {
         let mut reactor = Reactor::<A>::with_attachment(ReactorOptions::default())?;
-        listen(&mut reactor, &addrs, server.shutdown_ms, options)?;
+        reactor.shutdown_on_signals(grace)?;
+        let options = options.reuse_port(server.reuse_port);
+        let addr = match source {
+            Sockets::Inherited(offered) => {
+                let addr = offered[0].addr;
+                for o in offered {
+                    reactor.listen_std(o.listener, options.clone())?;
+                }
+                serve_handover(&mut reactor, server, grace)?;
+                addr
+            }
+            Sockets::Offer(offer) => {
+                let addr = offer.listeners()[0].addr;
+                let path = offer.path().to_path_buf();
+                // Adopts every socket, serves handovers at PATH, then tells the old instance.
+                offer
+                    .adopt(&mut reactor, options, grace)
+                    .map_err(|e| taking_over(&path, e))?;
+                addr
+            }
+            Sockets::Bind(addrs) => {
+                // A bind error names the address (`127.0.0.1:7000: Address already in use`).
+                let listener = reactor.listen(&addrs[..], options)?;
+                serve_handover(&mut reactor, server, grace)?;
+                reactor.listener_addr(listener)?
+            }
+        };
+        print_listening(addr)?;
         reactor.serve(&mut make())?;
         log::info!("stopped: {}", reactor.stats());
         return Ok(());
     }
-    let group = Group::listen(
-        &addrs[..],
-        GroupOptions::new(server.reactors)
-            .listen(options)
-            .shutdown_on_signals(Some(grace)),
-        move |_| make(),
-    )
-    .map_err(|e| naming(addrs[0], e))?;
+    let group_options = GroupOptions::new(server.reactors)
+        .listen(options)
+        .shutdown_on_signals(Some(grace));
+    let make = move |_| make();
+    let group = match source {
+        Sockets::Inherited(offered) => {
+            let mut group = Group::adopt(
+                offered.into_iter().map(|o| o.listener).collect(),
+                group_options,
+                make,
+            )?;
+            if let Some(path) = &server.handover {
+                group
+                    .serve_handover(path, grace)
+                    .map_err(|e| in_path(path, e))?;
+            }
+            group
+        }
+        Sockets::Offer(mut offer) => {
+            let path = offer.path().to_path_buf();
+            let offered = offer.take_listeners();
+            let started = Group::adopt(
+                offered.into_iter().map(|o| o.listener).collect(),
+                group_options,
+                make,
+            );
+            let mut group = match started {
+                Ok(group) => group,
+                Err(e) => {
+                    // Nothing started: the copies of the sockets are let go (closing a copy
+                    // does not touch the queues the old instance still serves).
+                    offer.refuse(&format!("cannot adopt the sockets: {e}"));
+                    return Err(taking_over(&path, e));
+                }
+            };
+            // Handovers served at PATH before the old instance hears "accept", so that when
+            // it lets go the path already leads here (as `Offer::adopt` does).
+            if let Err(e) = group.serve_handover(&path, grace) {
+                offer.refuse(&format!("cannot serve handovers: {e}"));
+                let_go(group, grace);
+                return Err(taking_over(&path, e));
+            }
+            // An error here: the old instance is no longer listening (it gave up waiting and
+            // serves on, or it died).
+            if let Err(e) = offer.accept() {
+                let_go(group, grace);
+                return Err(taking_over(&path, e));
+            }
+            group
+        }
+        Sockets::Bind(addrs) => {
+            let mut group =
+                Group::listen(&addrs[..], group_options, make).map_err(|e| naming(addrs[0], e))?;
+            if let Some(path) = &server.handover
+                && let Err(e) = group.serve_handover(path, grace)
+            {
+                group.shutdown(Duration::ZERO);
+                let _ = group.join();
+                return Err(in_path(path, e));
+            }
+            group
+        }
+    };
     print_listening(group.local_addr())?;
     for (index, stats) in group.join()?.iter().enumerate() {
         log::info!("reactor {index} stopped: {stats}");
     }
     Ok(())
+}
+
+/// How long a connection with nothing to answer may stay quiet during a graceful shutdown
+/// before the examples end it: 1 s, at most half the grace. Long enough for a request already
+/// on its way (above all the first request of a connection accepted just before the
+/// shutdown) to arrive and be answered; short enough that idle connections do not hold the
+/// exit back.
+pub fn quiet(server: &Server) -> Duration {
+    Duration::from_millis(server.shutdown_ms / 2).min(Duration::from_secs(1))
+}
+
+/// Where the listening sockets come from (see [`serve`]).
+enum Sockets {
+    /// Passed by systemd.
+    Inherited(Vec<Offered>),
+    /// Offered by the instance serving handovers at `--handover PATH`.
+    Offer(Offer),
+    /// None: bind `--listen`.
+    Bind(Vec<SocketAddr>),
+}
+
+fn sockets(server: &Server) -> finwait::Result<Sockets> {
+    let inherited = handover::inherited().map_err(|e| {
+        let kind = e.io_kind().unwrap_or(std::io::ErrorKind::Other);
+        std::io::Error::new(kind, format!("LISTEN_FDS: {e}"))
+    })?;
+    if !inherited.is_empty() {
+        return Ok(Sockets::Inherited(inherited));
+    }
+    if let Some(path) = &server.handover
+        && let Some(offer) = handover::take_over(path).map_err(|e| taking_over(path, e))?
+    {
+        return Ok(Sockets::Offer(offer));
+    }
+    Ok(Sockets::Bind(resolve("listen", &server.listen)?))
+}
+
+/// With `--handover PATH`, serves handovers of `reactor`'s listeners there.
+fn serve_handover<A: Default + 'static>(
+    reactor: &mut Reactor<A>,
+    server: &Server,
+    grace: Duration,
+) -> finwait::Result<()> {
+    match &server.handover {
+        Some(path) => reactor
+            .serve_handover(path, grace)
+            .map_err(|e| in_path(path, e)),
+        None => Ok(()),
+    }
+}
+
+/// A group that adopted offered sockets but cannot complete the handover lets them go
+/// without touching their queues (the old instance serves them on), then stops.
+fn let_go<A: Default + 'static>(group: Group<A>, grace: Duration) {
+    for index in 0..group.len() {
+        if let Some(waker) = group.waker(index) {
+            let _ = waker.send(move |cx: &mut Context<A>| {
+                for id in cx.listener_ids() {
+                    let _ = cx.hand_over_listener(id);
+                }
+                cx.shutdown(grace);
+            });
+        }
+    }
+    let _ = group.join();
+}
+
+/// A failed takeover, on one line: `--handover PATH: taking over failed: why`.
+fn taking_over(path: &Path, e: finwait::Error) -> finwait::Error {
+    about(path, "taking over failed: ", e)
+}
+
+/// `--handover PATH: e`, on one line.
+fn in_path(path: &Path, e: finwait::Error) -> finwait::Error {
+    about(path, "", e)
+}
+
+fn about(path: &Path, what: &str, e: finwait::Error) -> finwait::Error {
+    let kind = e.io_kind().unwrap_or(std::io::ErrorKind::Other);
+    let text = e.to_string().replace('\n', " ");
+    std::io::Error::new(kind, format!("--handover {}: {what}{text}", path.display())).into()
 }
 
 /// `e`, saying which address it is about unless it already does. (`Reactor::listen` names
@@ -251,8 +467,11 @@ pub fn init_logging(name: &str) {
             match thread.name() {
                 Some("main") | None => {}
                 Some(t) => match t.strip_prefix("finwait-") {
-                    Some(index) => write!(out, "reactor {index}: ")?,
-                    None => write!(out, "{t}: ")?,
+                    Some(index) if index.parse::<usize>().is_ok() => {
+                        write!(out, "reactor {index}: ")?
+                    }
+                    // The library's other threads (`finwait-handover`): no reactor.
+                    Some(_) | None => write!(out, "{t}: ")?,
                 },
             }
             match record.level() {

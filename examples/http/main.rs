@@ -14,16 +14,21 @@
 //! reading (we discard) until the client's FIN, so an answer such as 431 sent while the
 //! client is still sending never turns into an RST that would destroy it.
 //!
-//! Shutdown. On SIGTERM/SIGINT the reactor asks every connection to finish
-//! (`Handler::on_shutdown_request`, after it read what was waiting there). A request already
-//! received is answered with `Connection: close`, then `end()`: the next one in the buffer of
-//! a connection paused for backpressure, or one that arrives in the same turn (from then on
-//! every answer says `Connection: close`). A connection with no complete request is ended at
-//! once. Once ending, a connection is resumed and read until the client's FIN *without
-//! parsing*: a client that pipelined without reading may still send megabytes of requests
-//! nobody will answer, and parsing them kept the server busy for seconds after its last
-//! client had gone. A write refused because the socket was ended behind our back switches a
-//! connection to that mode too.
+//! Shutdown. On SIGTERM/SIGINT, or once a successor took over (`--handover`), the reactor
+//! asks every connection to finish (`Handler::on_shutdown_request`, after it read what was
+//! waiting there). A request already received is answered with `Connection: close`, then
+//! `end()`: the next one in the buffer of a connection paused for backpressure, or one that
+//! arrives in the same turn (from then on every answer says `Connection: close`). A
+//! connection with no complete request waits for its next one (answered the same way) while
+//! requests keep coming, and is ended once it has been quiet for a moment (`common::quiet`:
+//! 1 s, at most half the grace): ending it at once would leave a client whose request was
+//! on its way — above all the first request of a connection accepted just before the
+//! shutdown — with a FIN and no answer (Go's `http.Server.Shutdown` waits for a new
+//! connection's first request for the same reason). Once ending, a connection is resumed
+//! and read until the client's FIN *without parsing*: a client that pipelined without
+//! reading may still send megabytes of requests nobody will answer, and parsing them kept
+//! the server busy for seconds after its last client had gone. A write refused because the
+//! socket was ended behind our back switches a connection to that mode too.
 //!
 //! Timers. One idle timer per connection (`set_timeout`), used in one of two modes:
 //! - *idle* (between requests, or while a response or a body is moving): `Timeout` after
@@ -51,7 +56,8 @@ use request::{Parse, Request, Version};
 /// The reactor's context, with each socket's [`Conn`] attached.
 type Cx = Context<Conn>;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 http — a minimal HTTP/1.1 server on finwait
 
 USAGE: http [OPTIONS]
@@ -71,10 +77,13 @@ OPTIONS:
                               (default 5000); a second signal destroys them at once
   --reactors N                reactors (threads) serving the address, one SO_REUSEPORT
                               listener each (default 1)
-  -h, --help                  print this help
+",
+    common_help!(),
+    "  -h, --help                  print this help
 
 Prints `listening on IP:PORT` once bound. Logs go to stderr (RUST_LOG=info|debug|trace).
-";
+"
+);
 
 const BODY: &[u8] = b"Hello, World!\n";
 
@@ -149,6 +158,8 @@ impl Default for Conn {
 struct Server {
     idle: Option<Duration>,
     header: Option<Duration>,
+    /// How long a connection with nothing to answer may stay quiet during a shutdown.
+    quiet: Duration,
 }
 
 impl Handler<Conn> for Server {
@@ -199,17 +210,34 @@ impl Handler<Conn> for Server {
         if c.ending {
             return;
         }
-        c.blocked = false;
+        if c.blocked {
+            c.blocked = false;
+            let _ = cx.resume(id);
+        }
         self.process(cx, id, c);
-        // No complete request was waiting (an idle keep-alive connection, or a head still
-        // arriving): nothing to answer.
-        if !c.ending {
-            finish(cx, id, c);
+        // No complete request was waiting (an idle keep-alive connection, a new one whose
+        // first request has not arrived, or a head still arriving): the next request gets
+        // the last answer; a connection quiet for `quiet` is ended (`process` armed the
+        // timer for the shutdown; a head in progress keeps its header deadline).
+        if !c.ending && c.timer != Timer::Header {
+            c.timer = Timer::Idle;
+            if cx.set_timeout(id, Some(self.quiet)).is_err() {
+                finish(cx, id, c);
+            }
         }
     }
 }
 
 impl Server {
+    /// The idle timeout in force: `--idle-timeout-ms`, or `quiet` during a shutdown.
+    fn idle(&self, cx: &Cx) -> Option<Duration> {
+        if cx.is_shutting_down() {
+            Some(self.idle.map_or(self.quiet, |idle| idle.min(self.quiet)))
+        } else {
+            self.idle
+        }
+    }
+
     /// Answers every complete request in the buffer, in order, then sets the timer. During a
     /// graceful shutdown the first answer says `Connection: close` and ends the connection.
     fn process(&mut self, cx: &mut Cx, id: SocketId, c: &mut Conn) {
@@ -296,7 +324,7 @@ impl Server {
             }
             None if c.timer != Timer::Idle => {
                 c.timer = Timer::Idle;
-                let _ = cx.set_timeout(id, self.idle);
+                let _ = cx.set_timeout(id, self.idle(cx));
             }
             None => {}
         }
@@ -322,7 +350,7 @@ impl Server {
                 }
                 _ => {
                     c.timer = Timer::Idle;
-                    let _ = cx.set_timeout(id, self.idle);
+                    let _ = cx.set_timeout(id, self.idle(cx));
                 }
             },
         }
@@ -412,7 +440,12 @@ fn serve((args, o): (common::Server, Options)) -> finwait::Result<()> {
     let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
     let idle = ms(o.idle_timeout_ms);
     let header = ms(o.header_timeout_ms);
+    let quiet = common::quiet(&args);
     common::serve(&args, ListenOptions::new().idle_timeout(idle), move || {
-        Server { idle, header }
+        Server {
+            idle,
+            header,
+            quiet,
+        }
     })
 }
