@@ -4,8 +4,8 @@
 //! cargo run --release --example loadgen -- --connect 127.0.0.1:7000 --scenario pingpong
 //! ```
 //!
-//! Prints exactly one JSON line on stdout (see BENCHMARKS.md for every field) and exits 0, or
-//! 1 when anything went wrong (`"errors"` > 0; the JSON line is still printed). Diagnostics go
+//! Prints exactly one JSON line on stdout (see BENCHMARKS.md for every field; RESTART.md for
+//! the `restart` scenario's) and exits 0, or 1 when anything went wrong (`"errors"` > 0; the JSON line is still printed). Diagnostics go
 //! to stderr.
 //!
 //! What it teaches: a client is the same reactor as a server. `connect` returns an id at
@@ -13,7 +13,9 @@
 //! per-connection state in a table indexed by [`SocketId::index`].
 
 use std::fmt::Write as _;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -38,17 +40,29 @@ SCENARIOS:
              matched (a decimal line), then closes             (default C = 4)
   download   one way: C connections each read BYTES/C bytes of the pattern, checked, from a
              source server to its FIN, then end()              (default C = 4)
+  restart    churn and pingpong at once against a server being restarted: C churn workers
+             and P pingpong connections (--pingpong) in --protocol echo or http, until
+             --stop-file exists (or for D seconds); connections the server ends are
+             replaced. Reports errors by kind: refused, reset, short (a reply cut by a
+             FIN; short_empty: nothing of it came), corrupt, timeout, other; and, not
+             errors, pingpong connections the server ended between requests
+             (closed_before_reply: with a request out and nothing of its reply — retried
+             on the new connection)                              (default C = 50)
 
 OPTIONS:
   --connect HOST:PORT     the echo server (required)
-  --scenario NAME         bulk | pingpong | churn | idle | upload | download (required)
+  --scenario NAME         bulk | pingpong | churn | idle | upload | download | restart
+                          (required)
   --connections C         connections (bulk, pingpong, idle, upload, download) or workers
                           (churn)
   --bytes N               bulk, upload, download: TOTAL bytes sent, split evenly across
                           the connections (default 268435456 = 256 MiB)
   --duration-s D          pingpong, churn: measured seconds (default 5)
   --size N                pingpong, churn: message size in bytes (default 64)
-  --source-ips N          churn: connect from N loopback addresses 127.0.0.1..N in turn
+  --protocol P            restart: echo (default) or http (GET / against the http example)
+  --pingpong P            restart: persistent connections beside the churn (default 100)
+  --stop-file PATH        restart: run until PATH exists (checked every 20 ms)
+  --source-ips N          churn, restart: connect from N loopback addresses 127.0.0.1..N in turn
                           (default 1: the kernel picks). Each source address has its own
                           ephemeral ports; with one, loadgen's TIME_WAIT sockets (its side
                           closes first) can exhaust them and cap conn/s
@@ -70,6 +84,7 @@ enum Scenario {
     Idle,
     Upload,
     Download,
+    Restart,
 }
 
 impl Scenario {
@@ -81,6 +96,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Upload => "upload",
             Scenario::Download => "download",
+            Scenario::Restart => "restart",
         }
     }
 }
@@ -95,6 +111,9 @@ struct Options {
     source_ips: u8,
     server_pid: Option<u32>,
     timeout: Duration,
+    protocol: Protocol,
+    pingpong: usize,
+    stop_file: Option<PathBuf>,
 }
 
 fn parse() -> Result<Option<Options>, String> {
@@ -111,6 +130,9 @@ fn parse() -> Result<Option<Options>, String> {
         source_ips: 1,
         server_pid: None,
         timeout: Duration::from_secs(120),
+        protocol: Protocol::Echo,
+        pingpong: 100,
+        stop_file: None,
     };
     let seconds = |v: f64| -> Result<Duration, String> {
         Duration::try_from_secs_f64(v).map_err(|e| format!("bad duration {v}: {e}"))
@@ -136,6 +158,7 @@ fn parse() -> Result<Option<Options>, String> {
                     "idle" => Scenario::Idle,
                     "upload" => Scenario::Upload,
                     "download" => Scenario::Download,
+                    "restart" => Scenario::Restart,
                     other => return Err(format!("unknown scenario {other:?}")),
                 });
             }
@@ -149,6 +172,16 @@ fn parse() -> Result<Option<Options>, String> {
             Long("size") => o.size = args.value().map_err(e)?.parse().map_err(e)?,
             Long("source-ips") => o.source_ips = args.value().map_err(e)?.parse().map_err(e)?,
             Long("server-pid") => o.server_pid = Some(args.value().map_err(e)?.parse().map_err(e)?),
+            Long("protocol") => {
+                let v = args.value().map_err(e)?.string().map_err(e)?;
+                o.protocol = match v.as_str() {
+                    "echo" => Protocol::Echo,
+                    "http" => Protocol::Http,
+                    other => return Err(format!("unknown protocol {other:?}")),
+                };
+            }
+            Long("pingpong") => o.pingpong = args.value().map_err(e)?.parse().map_err(e)?,
+            Long("stop-file") => o.stop_file = Some(args.value().map_err(e)?.into()),
             Long("timeout-s") => o.timeout = seconds(args.value().map_err(e)?.parse().map_err(e)?)?,
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(arg.unexpected().to_string()),
@@ -192,6 +225,7 @@ fn main() -> ExitCode {
         Scenario::Churn => churn(&o, &mut report),
         Scenario::Idle => idle(&o, fd_limit, &mut report),
         Scenario::Upload | Scenario::Download => oneway(&o, &mut report),
+        Scenario::Restart => restart(&o, &mut report),
     };
     if let Err(e) = result {
         eprintln!("loadgen: {e}");
@@ -1246,5 +1280,465 @@ fn oneway(o: &Options, r: &mut Report) -> Result<(), BoxError> {
     used.report(r, g, "GiB");
     r.num("gib_per_s", g / used.seconds);
     r.errors += h.errors;
+    Ok(())
+}
+
+// ---- restart ----------------------------------------------------------------------------
+
+/// The http example's answer to a keep-alive `GET`, byte for byte.
+const HTTP_HELLO: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n\
+Hello, World!\n";
+/// Its answer when the connection ends after it (`Connection: close` asked for, or the last
+/// answer of a server that is shutting down or handed over).
+const HTTP_HELLO_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+Content-Length: 14\r\nConnection: close\r\n\r\nHello, World!\n";
+
+/// A connection without progress for this long counts as timed out.
+const RESTART_STALL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Echo,
+    Http,
+}
+
+/// What one `restart` connection is doing.
+struct RestartConn {
+    /// A churn connection (one exchange, then close) or a pingpong one (exchanges in turn).
+    churn: bool,
+    /// The current request (echo: also the expected reply).
+    request: Vec<u8>,
+    /// The reply so far.
+    reply: Vec<u8>,
+    /// A request is out and its reply not complete.
+    outstanding: bool,
+    /// The reply was `Connection: close` (http): the server's FIN comes next.
+    last: bool,
+    /// The server's FIN came.
+    ended: bool,
+    /// An error was counted for this connection already.
+    failed: bool,
+    sent_at: Instant,
+}
+
+/// Errors by kind (the `restart` scenario's report).
+#[derive(Default)]
+struct Failures {
+    refused: u64,
+    reset: u64,
+    /// A reply cut short by the server's FIN (`short_empty` of them: nothing of it came).
+    short: u64,
+    short_empty: u64,
+    corrupt: u64,
+    timeout: u64,
+    other: u64,
+}
+
+impl Failures {
+    fn total(&self) -> u64 {
+        self.refused + self.reset + self.short + self.corrupt + self.timeout + self.other
+    }
+}
+
+struct Restart {
+    protocol: Protocol,
+    addr: SocketAddr,
+    source_ips: u8,
+    next_source: u8,
+    size: usize,
+    conns: Table<RestartConn>,
+    /// Pingpong connections whose reply is complete: their next request goes out after this
+    /// turn's events, unless the server's FIN came meanwhile (then a new connection).
+    ready: Vec<SocketId>,
+    churn_open: usize,
+    ping_open: usize,
+    stopping: bool,
+    seq: u64,
+    churn_done: u64,
+    ping_msgs: u64,
+    /// Pingpong connections the server ended between requests (replaced by new ones).
+    ping_closed: u64,
+    /// Of those, with a request out and nothing of its reply (the close of a persistent
+    /// connection racing the next request; retried on the new connection).
+    closed_before_reply: u64,
+    hist: Histogram,
+    fail: Failures,
+    /// The first failures, for stderr.
+    logged: u32,
+}
+
+impl Restart {
+    fn request(&mut self, churn: bool) -> Vec<u8> {
+        self.seq += 1;
+        match self.protocol {
+            Protocol::Echo => {
+                let mut r =
+                    format!("{} {:016x} ", if churn { 'c' } else { 'p' }, self.seq).into_bytes();
+                r.resize(self.size.max(r.len() + 1), b'.');
+                *r.last_mut().unwrap() = b'\n';
+                r
+            }
+            Protocol::Http if churn => format!(
+                "GET /c{} HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n",
+                self.seq
+            )
+            .into_bytes(),
+            Protocol::Http => {
+                format!("GET /p{} HTTP/1.1\r\nHost: loadgen\r\n\r\n", self.seq).into_bytes()
+            }
+        }
+    }
+
+    /// Opens a new connection of the given kind.
+    fn open(&mut self, cx: &mut Context, churn: bool) {
+        let mut options = ConnectOptions::new().connect_timeout(Some(RESTART_STALL));
+        if churn && self.source_ips > 1 {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 1 + self.next_source);
+            self.next_source = (self.next_source + 1) % self.source_ips;
+            options = options.local_addr(Some(SocketAddr::from((ip, 0))));
+        }
+        match cx.connect(self.addr, options) {
+            Ok(id) => {
+                let conn = RestartConn {
+                    churn,
+                    request: Vec::new(),
+                    reply: Vec::new(),
+                    outstanding: false,
+                    last: false,
+                    ended: false,
+                    failed: false,
+                    sent_at: Instant::now(),
+                };
+                self.conns.insert(id, conn);
+                if churn {
+                    self.churn_open += 1;
+                } else {
+                    self.ping_open += 1;
+                }
+            }
+            Err(e) => self.failed(None, "connect", &e.to_string(), e.io_kind()),
+        }
+    }
+
+    /// Counts one failure by its kind (from an I/O error kind, or named).
+    fn failed(&mut self, id: Option<SocketId>, what: &str, why: &str, kind: Option<ErrorKind>) {
+        let name = match kind {
+            Some(ErrorKind::ConnectionRefused) => {
+                self.fail.refused += 1;
+                "refused"
+            }
+            Some(ErrorKind::ConnectionReset)
+            | Some(ErrorKind::ConnectionAborted)
+            | Some(ErrorKind::BrokenPipe) => {
+                self.fail.reset += 1;
+                "reset"
+            }
+            Some(ErrorKind::TimedOut) => {
+                self.fail.timeout += 1;
+                "timeout"
+            }
+            _ => {
+                self.fail.other += 1;
+                "other"
+            }
+        };
+        self.log(id, &format!("{what}: {name}: {why}"));
+    }
+
+    fn log(&mut self, id: Option<SocketId>, text: &str) {
+        if self.logged < 20 {
+            self.logged += 1;
+            match id {
+                Some(id) => eprintln!("loadgen: restart {id}: {text}"),
+                None => eprintln!("loadgen: restart: {text}"),
+            }
+        }
+    }
+
+    /// Sends the next request on a connection (pingpong) or its only one, then FIN (churn).
+    fn send(&mut self, cx: &mut Context, id: SocketId) {
+        let Some(c) = self.conns.get(id) else { return };
+        let churn = c.churn;
+        let request = self.request(churn);
+        let Some(c) = self.conns.get(id) else { return };
+        c.request = request;
+        c.reply.clear();
+        c.outstanding = true;
+        c.sent_at = Instant::now();
+        let sent = if churn {
+            cx.end_with(id, &c.request)
+        } else {
+            cx.write(id, &c.request).map(drop)
+        };
+        if let Err(e) = sent {
+            c.failed = true;
+            self.failed(Some(id), "write", &e.to_string(), e.io_kind());
+            let _ = cx.destroy(id);
+        }
+    }
+
+    /// The reply `c` has so far: complete (and whether it is a last one), still a prefix of
+    /// what may come, or wrong.
+    fn check(protocol: Protocol, c: &RestartConn) -> Result<Option<bool>, ()> {
+        let echo = [(&c.request[..], false)];
+        let candidates: &[(&[u8], bool)] = match (protocol, c.churn) {
+            (Protocol::Echo, _) => &echo,
+            (Protocol::Http, true) => &[(HTTP_HELLO_CLOSE, true)],
+            (Protocol::Http, false) => &[(HTTP_HELLO, false), (HTTP_HELLO_CLOSE, true)],
+        };
+        let mut prefix = false;
+        for &(expected, last) in candidates {
+            if c.reply == expected {
+                return Ok(Some(last));
+            }
+            prefix |= expected.starts_with(&c.reply);
+        }
+        if prefix { Ok(None) } else { Err(()) }
+    }
+
+    /// After each turn: the pingpong connections with a complete reply send their next
+    /// request, unless the server ended them (then they close, and a new one replaces
+    /// them) or the run is over.
+    fn after_turn(&mut self, cx: &mut Context) {
+        for id in std::mem::take(&mut self.ready) {
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
+            if c.ended || c.last || c.failed {
+                continue;
+            }
+            if self.stopping {
+                let _ = cx.end(id);
+            } else {
+                self.send(cx, id);
+            }
+        }
+    }
+}
+
+impl Handler for Restart {
+    fn on_event(&mut self, cx: &mut Context, id: SocketId, _: &mut (), event: Event<'_>) {
+        match event {
+            Event::Connect => {
+                let _ = cx.set_timeout(id, Some(RESTART_STALL));
+                if self.stopping && self.conns.get(id).is_some_and(|c| !c.churn) {
+                    let _ = cx.end(id);
+                } else {
+                    self.send(cx, id);
+                }
+            }
+            Event::Data(bytes) => {
+                let protocol = self.protocol;
+                let Some(c) = self.conns.get(id) else { return };
+                if !c.outstanding {
+                    c.failed = true;
+                    self.fail.corrupt += 1;
+                    self.log(Some(id), "corrupt: bytes nobody asked for");
+                    let _ = cx.destroy(id);
+                    return;
+                }
+                c.reply.extend_from_slice(bytes);
+                match Restart::check(protocol, c) {
+                    Err(()) => {
+                        c.failed = true;
+                        let text = format!(
+                            "corrupt: {:?} for {:?}",
+                            String::from_utf8_lossy(&c.reply),
+                            String::from_utf8_lossy(&c.request)
+                        );
+                        self.fail.corrupt += 1;
+                        self.log(Some(id), &text);
+                        let _ = cx.destroy(id);
+                    }
+                    Ok(None) => {}
+                    Ok(Some(last)) => {
+                        c.outstanding = false;
+                        c.last = last;
+                        if !c.churn {
+                            let rtt = c.sent_at.elapsed();
+                            self.ping_msgs += 1;
+                            self.hist.record(rtt);
+                            self.ready.push(id);
+                        }
+                    }
+                }
+            }
+            Event::End => {
+                if let Some(c) = self.conns.get(id) {
+                    c.ended = true;
+                }
+            }
+            Event::Timeout => {
+                if let Some(c) = self.conns.get(id) {
+                    c.failed = true;
+                }
+                self.fail.timeout += 1;
+                self.log(Some(id), "timeout: no progress");
+                let _ = cx.destroy(id);
+            }
+            Event::Error(e) => {
+                if let Some(c) = self.conns.get(id) {
+                    if c.failed {
+                        return;
+                    }
+                    c.failed = true;
+                }
+                self.failed(Some(id), "error", &e.to_string(), e.io_kind());
+            }
+            Event::Close(info) => {
+                let Some(c) = self.conns.remove(id) else {
+                    return;
+                };
+                if c.churn {
+                    self.churn_open -= 1;
+                } else {
+                    self.ping_open -= 1;
+                }
+                if !c.failed {
+                    match info.reason {
+                        CloseReason::Graceful if c.outstanding && c.churn => {
+                            self.fail.short += 1;
+                            if c.reply.is_empty() {
+                                self.fail.short_empty += 1;
+                            }
+                            let text =
+                                format!("short: FIN after {} bytes of the reply", c.reply.len());
+                            self.log(Some(id), &text);
+                        }
+                        CloseReason::Graceful if c.outstanding && !c.reply.is_empty() => {
+                            self.fail.short += 1;
+                            let text = format!(
+                                "short: FIN after {} bytes of a pingpong reply",
+                                c.reply.len()
+                            );
+                            self.log(Some(id), &text);
+                        }
+                        CloseReason::Graceful => {
+                            if c.churn {
+                                if !self.stopping {
+                                    self.churn_done += 1;
+                                }
+                            } else if !self.stopping {
+                                self.ping_closed += 1;
+                                if c.outstanding {
+                                    self.closed_before_reply += 1;
+                                }
+                            }
+                        }
+                        CloseReason::PeerReset => {
+                            self.fail.reset += 1;
+                            self.log(Some(id), "reset by the server");
+                        }
+                        other => {
+                            self.fail.other += 1;
+                            self.log(Some(id), &format!("closed {other:?}"));
+                        }
+                    }
+                }
+                if !self.stopping {
+                    self.open(cx, c.churn);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Churn and pingpong at once against a server that is being restarted: `--connections`
+/// churn workers (connect, one request, FIN, the reply, the server's FIN) and `--pingpong`
+/// persistent connections (one request at a time), in `--protocol` echo or http, until
+/// `--stop-file` exists (or `--duration-s`). A connection the server ends is replaced; a
+/// persistent one it ends between requests is not an error (a request of it that got
+/// nothing before the FIN is counted apart and retried on the new connection). Errors by
+/// kind: refused, reset, short (a reply cut by a FIN), corrupt, timeout, other.
+fn restart(o: &Options, r: &mut Report) -> Result<(), BoxError> {
+    let workers = o.connections.unwrap_or(50);
+    let protocol = o.protocol;
+    r.str(
+        "protocol",
+        match protocol {
+            Protocol::Echo => "echo",
+            Protocol::Http => "http",
+        },
+    );
+    r.int("churn_workers", workers as u64);
+    r.int("pingpong_connections", o.pingpong as u64);
+    let mut reactor = Reactor::new()?;
+    let mut h = Restart {
+        protocol,
+        addr: o.connect,
+        source_ips: o.source_ips,
+        next_source: 0,
+        size: o.size,
+        conns: Table::new(),
+        ready: Vec::new(),
+        churn_open: 0,
+        ping_open: 0,
+        stopping: false,
+        seq: 0,
+        churn_done: 0,
+        ping_msgs: 0,
+        ping_closed: 0,
+        closed_before_reply: 0,
+        hist: Histogram::new(),
+        fail: Failures::default(),
+        logged: 0,
+    };
+    let start = Instant::now();
+    for _ in 0..o.pingpong {
+        h.open(reactor.context_mut(), false);
+    }
+    for _ in 0..workers {
+        h.open(reactor.context_mut(), true);
+    }
+    let stop_at = start + o.duration;
+    let mut checked = Instant::now();
+    loop {
+        reactor.run_once(&mut h, Some(Duration::from_millis(10)))?;
+        h.after_turn(reactor.context_mut());
+        let now = Instant::now();
+        if now.duration_since(checked) >= Duration::from_millis(20) {
+            checked = now;
+            let stop = match &o.stop_file {
+                Some(f) => f.exists(),
+                None => now >= stop_at,
+            };
+            if stop {
+                break;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    h.stopping = true;
+    let (churn_done, ping_msgs) = (h.churn_done, h.ping_msgs);
+    let grace = Instant::now() + Duration::from_secs(15);
+    while h.churn_open + h.ping_open > 0 && Instant::now() < grace {
+        reactor.run_once(&mut h, Some(Duration::from_millis(10)))?;
+        h.after_turn(reactor.context_mut());
+    }
+    if h.churn_open + h.ping_open > 0 {
+        let open = h.churn_open + h.ping_open;
+        h.fail.timeout += open as u64;
+        eprintln!("loadgen: restart: {open} connections still open at the end");
+    }
+    r.num("seconds", seconds);
+    r.int("churn_connections", churn_done);
+    r.num("conns_per_s", churn_done as f64 / seconds);
+    r.int("pingpong_msgs", ping_msgs);
+    r.num("msgs_per_s", ping_msgs as f64 / seconds);
+    r.num("p50_us", h.hist.quantile_us(0.50));
+    r.num("p99_us", h.hist.quantile_us(0.99));
+    r.num("max_us", h.hist.quantile_us(1.0));
+    r.int("pingpong_closed_by_server", h.ping_closed);
+    r.int("closed_before_reply", h.closed_before_reply);
+    r.int("refused", h.fail.refused);
+    r.int("reset", h.fail.reset);
+    r.int("short", h.fail.short);
+    r.int("short_empty", h.fail.short_empty);
+    r.int("corrupt", h.fail.corrupt);
+    r.int("timeout", h.fail.timeout);
+    r.int("other", h.fail.other);
+    r.errors += h.fail.total();
     Ok(())
 }
