@@ -127,6 +127,8 @@ pub struct Group<A: 'static = ()> {
     addr: SocketAddr,
     members: Vec<(Waker<A>, Option<ReactorThread>)>,
     handover: Option<crate::handover::HandoverServer>,
+    /// Its listening sockets came from elsewhere ([`Group::adopt`]).
+    adopted: bool,
 }
 
 /// A member's thread: it returns the reactor's counters once the reactor stops.
@@ -173,6 +175,7 @@ impl<A: Default + 'static> Group<A> {
             bound,
             options,
             make,
+            false,
         )
     }
 
@@ -217,7 +220,7 @@ impl<A: Default + 'static> Group<A> {
                 own.push(l);
             }
         }
-        Group::start(dealt, addr, options, make)
+        Group::start(dealt, addr, options, make, true)
     }
 
     /// Starts one reactor per entry of `listeners`, each serving its sockets.
@@ -226,6 +229,7 @@ impl<A: Default + 'static> Group<A> {
         bound: SocketAddr,
         options: GroupOptions,
         make: F,
+        adopted: bool,
     ) -> Result<Group<A>>
     where
         F: Fn(Member) -> H + Send + Sync + 'static,
@@ -237,6 +241,7 @@ impl<A: Default + 'static> Group<A> {
             addr: bound,
             members: Vec::with_capacity(listeners.len()),
             handover: None,
+            adopted,
         };
         for (index, own) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
@@ -430,13 +435,20 @@ impl<A: 'static> Group<A> {
 
     /// Stops every started reactor without grace (a failed start).
     fn stop_now(&mut self) {
+        let adopted = self.adopted;
         for (waker, thread) in &mut self.members {
-            let _ = waker.send(|cx: &mut Context<A>| {
+            let _ = waker.send(move |cx: &mut Context<A>| {
                 for id in cx.socket_ids() {
                     let _ = cx.destroy(id);
                 }
                 for id in cx.listener_ids() {
-                    let _ = cx.close_listener(id);
+                    // Adopted sockets are still the old process's too: let go of them without
+                    // taking (and destroying) what waits in their queues.
+                    let _ = if adopted {
+                        cx.hand_over_listener(id)
+                    } else {
+                        cx.close_listener(id)
+                    };
                 }
                 cx.stop();
             });

@@ -46,7 +46,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -348,7 +348,13 @@ pub fn inherited() -> Result<Vec<Offered>> {
     }
     let mut offered = Vec::with_capacity(count);
     for fd in 3..3 + count as i32 {
-        // SAFETY: the protocol gives these fds to this process; each is taken once.
+        // An fd the variables name but that is not open is refused before it is owned (owning
+        // a closed fd would close someone else's later).
+        if !sys::is_open(fd) {
+            return Err(bad_offer(format!("fd {fd} is not open")));
+        }
+        // SAFETY: the protocol gives these fds to this process, it is open (checked above),
+        // and each is taken once.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         sys::set_cloexec(fd.as_fd())?;
         let addr = sys::listening_tcp_addr(fd.as_fd())
@@ -388,7 +394,7 @@ pub struct HandoverServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// The socket file's inode, to tell ours from a successor's at the same path.
-    ino: u64,
+    ino: Arc<AtomicU64>,
 }
 
 impl HandoverServer {
@@ -400,24 +406,16 @@ impl HandoverServer {
         copies: Box<Copies>,
         on_accepted: Box<dyn FnOnce() + Send>,
     ) -> Result<HandoverServer> {
-        let file = path
-            .file_name()
-            .ok_or(Error::InvalidOption("the handover path names no file"))?;
-        let mut temp_name = file.to_os_string();
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = path.with_file_name(temp_name);
-        let _ = std::fs::remove_file(&temp);
-        let uds = UnixListener::bind(&temp).map_err(|e| naming(&temp, e))?;
-        std::fs::rename(&temp, path).map_err(|e| naming(path, e))?;
-        let ino = std::fs::metadata(path).map_err(|e| naming(path, e))?.ino();
-        uds.set_nonblocking(true)?;
+        let (uds, ino) = bind_atomically(path)?;
+        let ino = Arc::new(AtomicU64::new(ino));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
+            let ino = Arc::clone(&ino);
             let path = path.to_path_buf();
             std::thread::Builder::new()
                 .name("finwait-handover".into())
-                .spawn(move || serve(uds, &path, copies, on_accepted, &stop))?
+                .spawn(move || serve(uds, &path, copies, on_accepted, &stop, &ino))?
         };
         Ok(HandoverServer {
             path: path.to_path_buf(),
@@ -440,10 +438,28 @@ impl Drop for HandoverServer {
             let _ = t.join();
         }
         // Only our own socket file: after a handover the path is the successor's.
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+        let ino = self.ino.load(Ordering::Relaxed);
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == ino) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Binds a Unix-domain listener at `path` atomically: bound beside it, then renamed over
+/// whatever is there, so that the path never goes missing. Returns it and its inode.
+fn bind_atomically(path: &Path) -> Result<(UnixListener, u64)> {
+    let file = path
+        .file_name()
+        .ok_or(Error::InvalidOption("the handover path names no file"))?;
+    let mut temp_name = file.to_os_string();
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let uds = UnixListener::bind(&temp).map_err(|e| naming(&temp, e))?;
+    std::fs::rename(&temp, path).map_err(|e| naming(path, e))?;
+    let ino = std::fs::metadata(path).map_err(|e| naming(path, e))?.ino();
+    uds.set_nonblocking(true)?;
+    Ok((uds, ino))
 }
 
 fn naming(path: &Path, e: io::Error) -> Error {
@@ -452,11 +468,12 @@ fn naming(path: &Path, e: io::Error) -> Error {
 
 /// The server thread: one successor at a time, until one accepts or `stop`.
 fn serve(
-    uds: UnixListener,
+    mut uds: UnixListener,
     path: &Path,
     mut copies: Box<Copies>,
     on_accepted: Box<dyn FnOnce() + Send>,
     stop: &AtomicBool,
+    ino: &AtomicU64,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let stream = match uds.accept() {
@@ -498,7 +515,22 @@ fn serve(
                 on_accepted();
                 return;
             }
-            Err(e) => log::warn!("handover at {} failed, serving on: {e}", path.display()),
+            Err(e) => {
+                log::warn!("handover at {} failed, serving on: {e}", path.display());
+                // The successor may have put its own socket at the path before it failed
+                // (it serves there before it accepts): take the path back, or the next
+                // successor would find nobody and bind anew.
+                let ours = ino.load(Ordering::Relaxed);
+                if std::fs::metadata(path).map_or(true, |m| m.ino() != ours) {
+                    match bind_atomically(path) {
+                        Ok((again, new_ino)) => {
+                            uds = again;
+                            ino.store(new_ino, Ordering::Relaxed);
+                        }
+                        Err(e) => log::warn!("handover at {}: rebinding: {e}", path.display()),
+                    }
+                }
+            }
         }
     }
 }

@@ -289,6 +289,12 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
+/// Whether `fd` is an open file descriptor of this process (`fcntl(F_GETFD)`).
+pub(crate) fn is_open(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an fd that is not open gives EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 /// Sets close-on-exec on an inherited fd (systemd passes them without it).
 pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on an fd we hold.

@@ -329,3 +329,47 @@ fn connections_queued_behind_max_connections_go_to_the_successor() {
     assert_eq!(next_thread.join().unwrap().accepted, 5);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A successor that fails after it put its own socket at the path (it serves there before it
+/// accepts) and then goes away: the old reactor, serving on, takes the path back, so the next
+/// successor still finds it.
+#[test]
+fn a_successor_failing_after_it_took_the_path_gives_it_back() {
+    let path = temp_path("handover-path-back");
+    let mut old = Reactor::new().unwrap();
+    let l = old.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = old.listener_addr(l).unwrap();
+    old.serve_handover(&path, Duration::from_secs(10)).unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let (old_thread, old_waker) = spawn_serving(old, &served);
+    let offer = handover::take_over(&path).unwrap().unwrap();
+    let mut failing = Reactor::new().unwrap();
+    failing.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    failing
+        .serve_handover(&path, Duration::from_secs(10))
+        .unwrap();
+    offer.refuse("failed after serving the path");
+    drop(failing);
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the old reactor never took the path back"
+        );
+        match handover::take_over(&path) {
+            Ok(Some(offer)) if offer.listeners()[0].addr == addr => {
+                offer.refuse("just looking");
+                break;
+            }
+            _ => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    one(addr, 0).unwrap();
+    assert!(!old_thread.is_finished());
+    old_waker
+        .send(|cx| cx.shutdown(Duration::from_secs(10)))
+        .unwrap();
+    wait_returned(&old_thread, "the old reactor");
+    assert_eq!(old_thread.join().unwrap().listeners_handed_over, 0);
+    let _ = std::fs::remove_file(&path);
+}
