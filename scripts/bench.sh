@@ -7,11 +7,19 @@
 #   FINWAIT_BENCH_REACTORS=only scripts/bench.sh   # only the --reactors comparison
 #   FINWAIT_BENCH_REACTORS=0 scripts/bench.sh      # only the peer comparison
 #   BENCH_MICRO=1 scripts/bench.sh   # also the criterion micro benches (hot_paths, timers)
+#   FINWAIT_BENCH_BASELINE_ECHO=/tmp/fw-base/target/release/examples/echo scripts/bench.sh
+#                                    # adds that build's echo as server finwait-baseline, with
+#                                    # finwait/finwait-baseline per scenario (BENCHMARKS.md)
 #
 # Every FINWAIT_BENCH_* variable of bench/benches/macro_echo.rs passes through (for example
 # FINWAIT_BENCH_SECONDS=10). The table goes to stdout and to $TARGET/macro_echo.md, the raw
 # JSON lines to $TARGET/macro_echo.jsonl. Respects CARGO_TARGET_DIR.
 set -euo pipefail
+# cargo bench runs macro_echo from bench/: a relative path given here must not change meaning.
+if [ -n "${FINWAIT_BENCH_BASELINE_ECHO:-}" ]; then
+    FINWAIT_BENCH_BASELINE_ECHO="$(realpath -- "$FINWAIT_BENCH_BASELINE_ECHO")"
+    export FINWAIT_BENCH_BASELINE_ECHO
+fi
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-target}"
@@ -32,7 +40,9 @@ cargo build --release -p finwait -p finwait-bench \
     --example echo --example mio_echo --example loadgen --example tokio_echo
 
 mkdir -p "$target"
-json="$target/macro_echo.jsonl"
+# Absolute: cargo bench runs macro_echo from bench/, where a relative path has no target/
+# (the lines were silently lost).
+json="$(realpath -- "$target")/macro_echo.jsonl"
 : > "$json"
 FINWAIT_BENCH_JSON="$json" cargo bench -p finwait-bench --bench macro_echo | tee "$target/macro_echo.md"
 

@@ -19,7 +19,15 @@
 //! - `FINWAIT_BENCH_BULK_CONNS` (4), `FINWAIT_BENCH_PINGPONG_CONNS` (50),
 //!   `FINWAIT_BENCH_CHURN_WORKERS` (50), `FINWAIT_BENCH_IDLE_CONNS` (10000)
 //! - `FINWAIT_BENCH_SCENARIOS` — comma list (default `bulk,pingpong,churn,idle`)
-//! - `FINWAIT_BENCH_SERVERS` — comma list (default `finwait,mio,tokio`)
+//! - `FINWAIT_BENCH_SERVERS` — comma list (default `finwait,mio,tokio`, plus
+//!   `finwait-baseline` when `FINWAIT_BENCH_BASELINE_ECHO` is set)
+//! - `FINWAIT_BENCH_BASELINE_ECHO=PATH` — an `echo` example built from another commit (a
+//!   `git worktree` of it, its own target directory); absolute, or relative to the directory
+//!   `cargo bench` runs this in (the `bench/` package: scripts/bench.sh makes it absolute).
+//!   It runs as one more server, `finwait-baseline`, in the same rounds as the others; the
+//!   peer table gets its column and `finwait/finwait-baseline`, and a section after it lists
+//!   every metric for both, each round's pair and the check "server CPU per operation of
+//!   finwait ≤ 1.03× the baseline's" (the noise allowance; informative like the other targets)
 //! - `FINWAIT_BENCH_SERVER_CPU` (0), `FINWAIT_BENCH_CLIENT_CPU` (1); `FINWAIT_BENCH_PIN=0`
 //!   disables pinning
 //! - `FINWAIT_BENCH_SYSCALLS` — `auto` (default: `perf` if it works, else `strace` if
@@ -54,15 +62,30 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// One server under test: its label in the tables, the example binary, extra arguments.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Variant {
     name: &'static str,
     bin: &'static str,
     args: &'static [&'static str],
+    /// The program when it is not this build's example `bin` (the baseline's echo).
+    exe: Option<PathBuf>,
 }
 
 const fn variant(name: &'static str, bin: &'static str, args: &'static [&'static str]) -> Variant {
-    Variant { name, bin, args }
+    Variant {
+        name,
+        bin,
+        args,
+        exe: None,
+    }
+}
+
+impl Variant {
+    fn program(&self, cfg: &Config) -> PathBuf {
+        self.exe
+            .clone()
+            .unwrap_or_else(|| cfg.examples.join(self.bin))
+    }
 }
 
 const SERVERS: [Variant; 3] = [
@@ -73,13 +96,21 @@ const SERVERS: [Variant; 3] = [
 const SCENARIOS: [&str; 4] = ["bulk", "pingpong", "churn", "idle"];
 
 /// The many-cores comparison: the same finwait echo with one reactor and with a group of two.
+const REACTORS1: &str = "reactors1";
+const REACTORS2: &str = "reactors2";
 const REACTORS: [Variant; 2] = [
-    variant("reactors1", "echo", &["--reactors", "1"]),
-    variant("reactors2", "echo", &["--reactors", "2"]),
+    variant(REACTORS1, "echo", &["--reactors", "1"]),
+    variant(REACTORS2, "echo", &["--reactors", "2"]),
 ];
 const REACTOR_SCENARIOS: [&str; 3] = ["bulk", "pingpong", "churn"];
 /// The target: the group's server CPU per operation against one reactor's.
 const REACTORS_BOUND: f64 = 1.05;
+
+/// The echo example of another build (`FINWAIT_BENCH_BASELINE_ECHO`), compared with this one's.
+const BASELINE: &str = "finwait-baseline";
+/// finwait's server CPU per operation against the baseline's: "does not rise", with room for
+/// the noise of medians on a shared 2-CPU machine.
+const BASELINE_BOUND: f64 = 1.03;
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -144,6 +175,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let baseline = std::env::var_os("FINWAIT_BENCH_BASELINE_ECHO")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &baseline
+        && !path.is_file()
+    {
+        // Asked for by name: a comparison without it would silently measure something else.
+        eprintln!(
+            "macro_echo: FINWAIT_BENCH_BASELINE_ECHO={}: no such file (from {})",
+            path.display(),
+            std::env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string())
+        );
+        return ExitCode::FAILURE;
+    }
     raise_fd_limit();
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinning = env_or("FINWAIT_BENCH_PIN", 1u8) != 0 && ncpu >= 2;
@@ -193,10 +238,22 @@ fn main() -> ExitCode {
         eprintln!("macro_echo: no syscall counter (perf or strace): syscalls/op not measured");
     }
     let servers: Vec<Variant> = {
-        let want = env_list("FINWAIT_BENCH_SERVERS", &["finwait", "mio", "tokio"]);
-        SERVERS
-            .iter()
-            .copied()
+        let mut all = SERVERS.to_vec();
+        let mut default = vec!["finwait", "mio", "tokio"];
+        if let Some(path) = &baseline {
+            all.push(Variant {
+                exe: Some(path.clone()),
+                ..variant(BASELINE, "echo", &[])
+            });
+            default.push(BASELINE);
+        }
+        let want = env_list("FINWAIT_BENCH_SERVERS", &default);
+        if baseline.is_none() && want.iter().any(|w| w == BASELINE) {
+            eprintln!(
+                "macro_echo: {BASELINE} skipped: set FINWAIT_BENCH_BASELINE_ECHO to its echo binary"
+            );
+        }
+        all.into_iter()
             .filter(|v| want.iter().any(|w| w == v.name))
             .collect()
     };
@@ -209,6 +266,9 @@ fn main() -> ExitCode {
     };
 
     println!("{}", machine_line(ncpu, &cfg, peers));
+    if let Some(v) = servers.iter().find(|v| v.name == BASELINE) {
+        println!("Baseline: {BASELINE} is {}", v.program(&cfg).display());
+    }
     let mut failures = 0;
     let mut target_failures = 0;
     if peers {
@@ -220,8 +280,14 @@ fn main() -> ExitCode {
         };
         let (results, failed) = run_phase(&cfg, &phase);
         failures += failed;
-        print_table(&results);
+        let names: Vec<&str> = phase.variants.iter().map(|v| v.name).collect();
+        print_table(&results, &names);
         target_failures += print_targets(&results);
+        if names.contains(&"finwait") && names.contains(&BASELINE) {
+            println!();
+            println!("finwait against {BASELINE} (this build's echo against the baseline's)");
+            target_failures += print_pair(&results, &BASELINE_PAIR);
+        }
     }
     if many {
         let phase = Phase {
@@ -241,7 +307,7 @@ fn main() -> ExitCode {
         );
         let (results, failed) = run_phase(&cfg, &phase);
         failures += failed;
-        target_failures += print_reactors(&results);
+        target_failures += print_pair(&results, &REACTORS_PAIR);
     }
     eprintln!(
         "macro_echo: {failures} failed run(s), {target_failures} target(s) missed (targets are \
@@ -534,7 +600,7 @@ struct Server {
 impl Server {
     fn start(cfg: &Config, pin: Option<&Pins>, v: &Variant) -> Result<Server, String> {
         let bin = v.bin;
-        let mut cmd = pinned(cfg, &cfg.examples.join(bin), pin.map(|p| &p.0[..]));
+        let mut cmd = pinned(cfg, &v.program(cfg), pin.map(|p| &p.0[..]));
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(v.args)
@@ -719,18 +785,24 @@ fn run_one(
     let line = out.lines().last().unwrap_or("").trim().to_string();
     let tag = counter.map_or(String::new(), |c| format!("[{c:?}] "));
     eprintln!("  {tag}{line}");
-    if let Some(path) = &cfg.json
-        && let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Some(path) = &cfg.json {
+        // Relative paths are relative to bench/ (where cargo bench runs this): say so when
+        // the file cannot be written instead of losing the lines.
+        let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-    {
-        let _ = writeln!(
-            f,
-            "{{\"server\":\"{bin}\",\"variant\":\"{name}\",\"syscalls_counted\":{},\
-             \"result\":{line}}}",
-            counter.is_some()
-        );
+            .and_then(|mut f| {
+                writeln!(
+                    f,
+                    "{{\"server\":\"{bin}\",\"variant\":\"{name}\",\"syscalls_counted\":{},\
+                     \"result\":{line}}}",
+                    counter.is_some()
+                )
+            });
+        if let Err(e) = written {
+            eprintln!("macro_echo: FINWAIT_BENCH_JSON={}: {e}", path.display());
+        }
     }
     let mut fields = parse_json_line(&line);
     match status {
@@ -856,10 +928,34 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn print_table(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) {
+/// The peer table: a column per server of the run, then the ratios to mio of the others
+/// (when mio ran) and finwait/finwait-baseline (when both ran).
+fn print_table(results: &Results, servers: &[&str]) {
+    let columns: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| results.values().any(|row| row.contains_key(*s)))
+        .collect();
+    if columns.is_empty() {
+        println!();
+        println!("(no server ran: see FINWAIT_BENCH_SERVERS)");
+        return;
+    }
+    let mut ratios: Vec<(&str, &str)> = Vec::new();
+    if columns.contains(&"mio") {
+        ratios.extend(columns.iter().filter(|s| **s != "mio").map(|s| (*s, "mio")));
+    }
+    if columns.contains(&"finwait") && columns.contains(&BASELINE) {
+        ratios.push(("finwait", BASELINE));
+    }
     println!();
-    println!("| scenario | metric | finwait | mio | tokio | finwait/mio | tokio/mio |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    let head: Vec<String> = columns
+        .iter()
+        .map(|s| s.to_string())
+        .chain(ratios.iter().map(|(a, b)| format!("{a}/{b}")))
+        .collect();
+    println!("| scenario | metric | {} |", head.join(" | "));
+    println!("|---|---|{}", "---:|".repeat(head.len()));
     for ((_, scenario), row) in results {
         for (label, key, scale, _) in metrics(scenario) {
             if !row.values().any(|f| f.contains_key(key)) {
@@ -872,18 +968,20 @@ fn print_table(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) {
                 },
                 None => "–".into(),
             };
-            let ratio = |a: &str| match (num(row, a, key), num(row, "mio", key)) {
+            // Against the baseline, three decimals: the question is a few percent.
+            let ratio = |a: &str, b: &str| match (num(row, a, key), num(row, b, key)) {
+                (Some(x), Some(m)) if m != 0.0 && key != "errors" && b == BASELINE => {
+                    format!("{:.3}", x / m)
+                }
                 (Some(x), Some(m)) if m != 0.0 && key != "errors" => format!("{:.2}", x / m),
                 _ => "–".into(),
             };
-            println!(
-                "| {scenario} | {label} | {} | {} | {} | {} | {} |",
-                cell("finwait"),
-                cell("mio"),
-                cell("tokio"),
-                ratio("finwait"),
-                ratio("tokio")
-            );
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|s| cell(s))
+                .chain(ratios.iter().map(|(a, b)| ratio(a, b)))
+                .collect();
+            println!("| {scenario} | {label} | {} |", cells.join(" | "));
         }
     }
 }
@@ -970,15 +1068,59 @@ fn print_targets(results: &BTreeMap<(usize, String), BTreeMap<String, Fields>>) 
     fails
 }
 
-/// The many-cores table: each metric for `--reactors 1` and `--reactors 2`, the ratio
-/// reactors2/reactors1, the per-round CPU per operation with the ratio of each round's pair,
-/// and the ≤ 1.05× target per scenario. Returns the number of targets missed.
-fn print_reactors(results: &Results) -> usize {
-    let (one, two) = (REACTORS[0].name, REACTORS[1].name);
+/// Two servers of one phase compared metric by metric (`print_pair`).
+struct Pair {
+    /// The reference (denominator) and the server measured against it.
+    base: &'static str,
+    new: &'static str,
+    /// Their column headings and the ratio's.
+    base_label: &'static str,
+    new_label: &'static str,
+    ratio_label: &'static str,
+    /// The bound on new/base server CPU per operation.
+    bound: f64,
+    /// Whether the servers have several threads (then the busiest thread's share is shown,
+    /// and a note when one thread did nearly all the work).
+    threads: bool,
+}
+
+/// The many-cores comparison: `echo --reactors 2` against `--reactors 1`.
+const REACTORS_PAIR: Pair = Pair {
+    base: REACTORS1,
+    new: REACTORS2,
+    base_label: "--reactors 1",
+    new_label: "--reactors 2",
+    ratio_label: "2/1",
+    bound: REACTORS_BOUND,
+    threads: true,
+};
+
+/// This build's echo against the baseline's (`FINWAIT_BENCH_BASELINE_ECHO`).
+const BASELINE_PAIR: Pair = Pair {
+    base: BASELINE,
+    new: "finwait",
+    base_label: BASELINE,
+    new_label: "finwait",
+    ratio_label: "finwait/baseline",
+    bound: BASELINE_BOUND,
+    threads: false,
+};
+
+/// The table of two servers: each metric for both, the ratio new/base, the per-round CPU
+/// per operation with the ratio of each round's pair, and the target (server CPU per
+/// operation new/base ≤ `pair.bound`) per scenario. Returns the number of targets missed.
+fn print_pair(results: &Results, pair: &Pair) -> usize {
+    let (one, two) = (pair.base, pair.new);
     println!();
-    println!("| scenario | metric | --reactors 1 | --reactors 2 | 2/1 |");
+    println!(
+        "| scenario | metric | {} | {} | {} |",
+        pair.base_label, pair.new_label, pair.ratio_label
+    );
     println!("|---|---|---:|---:|---:|");
     for ((_, scenario), row) in results {
+        if !(row.contains_key(one) && row.contains_key(two)) {
+            continue;
+        }
         let mut rows = metrics(scenario);
         let errors = rows.pop();
         rows.extend([
@@ -994,13 +1136,15 @@ fn print_reactors(results: &Results) -> usize {
                 1.0,
                 false,
             ),
-            (
+        ]);
+        if pair.threads {
+            rows.push((
                 "busiest server thread's CPU share",
                 "server_busiest_thread_share",
                 1.0,
                 false,
-            ),
-        ]);
+            ));
+        }
         rows.extend(errors);
         for (label, key, scale, _) in rows {
             if !row.values().any(|f| f.contains_key(key)) {
@@ -1027,6 +1171,9 @@ fn print_reactors(results: &Results) -> usize {
     let mut fails = 0;
     let mut verdicts = Vec::new();
     for ((_, scenario), row) in results {
+        if !(row.contains_key(one) && row.contains_key(two)) {
+            continue;
+        }
         let per_round = |server: &str| -> Vec<f64> {
             value(row, server, &format!("rounds_{CPU_KEY}"))
                 .unwrap_or_default()
@@ -1058,9 +1205,12 @@ fn print_reactors(results: &Results) -> usize {
         paired.sort_by(f64::total_cmp);
         let paired_median = median(&paired);
         println!(
-            "- {scenario}: --reactors 1: {}; --reactors 2: {}; 2/1 per round: {} (median {})",
+            "- {scenario}: {}: {}; {}: {}; {} per round: {} (median {})",
+            pair.base_label,
             list(&a),
+            pair.new_label,
             list(&b),
+            pair.ratio_label,
             paired
                 .iter()
                 .map(|r| format!("{r:.3}"))
@@ -1077,20 +1227,24 @@ fn print_reactors(results: &Results) -> usize {
             "pingpong" => "CPU/msg",
             _ => "CPU/conn",
         };
-        let ok = r.map(|r| r <= REACTORS_BOUND);
+        let ok = r.map(|r| r <= pair.bound);
         if ok == Some(false) {
             fails += 1;
         }
         verdicts.push(format!(
-            "- {} {scenario} server {unit} --reactors 2 <= {REACTORS_BOUND:.2}x --reactors 1: {}",
+            "- {} {scenario} server {unit} {} <= {:.2}x {}: {}",
             match ok {
                 Some(true) => "PASS",
                 Some(false) => "FAIL",
                 None => "n/a ",
             },
+            pair.new_label,
+            pair.bound,
+            pair.base_label,
             show(r, "x")
         ));
-        if let Some(share) = num(row, two, "server_busiest_thread_share")
+        if pair.threads
+            && let Some(share) = num(row, two, "server_busiest_thread_share")
             && share > 0.9
         {
             verdicts.push(format!(
@@ -1105,7 +1259,7 @@ fn print_reactors(results: &Results) -> usize {
         .flat_map(|r| [num(r, one, "errors"), num(r, two, "errors")])
         .sum();
     println!();
-    println!("Targets (many cores):");
+    println!("Targets ({} against {}):", pair.new_label, pair.base_label);
     for v in verdicts {
         println!("{v}");
     }
