@@ -125,7 +125,7 @@ fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fd_limit="$(ulimit -n)"
 if [ "$fd_limit" != unlimited ] && [ $((2 * idle_conns + 256)) -gt "$fd_limit" ]; then
-    idle_conns=$(((fd_limit - 256) / 2))
+    idle_conns=$(((fd_limit - 512) / 2))
     say "RLIMIT_NOFILE is $fd_limit: idle runs use $idle_conns connections"
 fi
 
@@ -192,11 +192,14 @@ haproxy_config() {
     cat <<EOF
 global
     nbthread 1
-    maxconn $((idle_conns + 1024))
+    maxconn $((idle_conns + 64))
+    # Pipes for splicing count against the fd limit too (2 each; HAProxy's default is a
+    # quarter of maxconn): a few suffice for the benchmark's streams.
+    maxpipes 64
 
 defaults
     mode tcp
-    maxconn $((idle_conns + 1024))
+    maxconn $((idle_conns + 64))
     timeout connect 5s
     timeout client 120s
     timeout server 120s
