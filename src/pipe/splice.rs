@@ -63,8 +63,9 @@ pub(crate) struct Direction {
 
 /// The bound on kernel pipes: how many are open, how many may be.
 ///
-/// Pipes are not kept for reuse once their pair ends: a pipe costs one `pipe2` and one
-/// `close` per spliced direction — nothing next to the stream that earned it (at least one
+/// Pipes are not kept for reuse: a direction gives its pipe back (closed) once it can no
+/// longer splice — it ended, or its pair did. A pipe costs one `pipe2` and one `close` per
+/// spliced direction — nothing next to the stream that earned it (at least one
 /// full read buffer) — and a server that holds no idle pipes has exactly its connections'
 /// fds open once they close.
 #[derive(Debug)]
