@@ -213,14 +213,18 @@ impl<A> Context<A> {
         // after the `Close` action: tell the listener once every action is carried out.
         let mut closed_under = None;
         let mut closed = false;
+        // Bytes a kernel pipe still held for this socket when it closed (the `Close` action
+        // comes before the `Close` event): dropped with it, so they count as unsent.
+        let mut lost_in_pipe = 0;
         while let Some(action) = self.actions.pop_front() {
             let Some(slot) = self.sockets.get_mut(id) else {
                 self.actions.clear();
                 return;
             };
             match action {
-                Action::Emit(event) => {
-                    if let Event::Close(info) = &event {
+                Action::Emit(mut event) => {
+                    if let Event::Close(info) = &mut event {
+                        info.unsent += lost_in_pipe;
                         self.stats.on_close(
                             info.reason,
                             slot.conn.bytes_read(),
@@ -256,6 +260,7 @@ impl<A> Context<A> {
                             p.spliced_from(from).map(|d| d.pipe.held)
                         })
                         .unwrap_or(0);
+                    lost_in_pipe = held;
                     if let Some(stream) = slot.stream.take() {
                         sys::close(stream, reset || held > 0);
                     }
@@ -380,7 +385,10 @@ impl<A> Context<A> {
 
     /// Hands queued bytes to the kernel until the queue is empty or the kernel is full.
     pub(crate) fn flush(&mut self, id: SocketId) {
-        if let Some(pipe) = self.sockets.get(id).and_then(|s| s.pipe) {
+        // One table lookup more per flush, only in a reactor that has pipes.
+        if !self.pipes.is_empty()
+            && let Some(pipe) = self.sockets.get(id).and_then(|s| s.pipe)
+        {
             self.flush_spliced_into(id, pipe);
         }
         loop {
@@ -850,7 +858,8 @@ impl<A: Default> Reactor<A> {
     /// Reads until `WouldBlock`, EOF, an error or the budget. `Data` is delivered straight
     /// from the shared buffer, after any event queued before it.
     fn read<H: Handler<A> + ?Sized>(&mut self, id: SocketId, handler: &mut H) {
-        if let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
+        if !self.cx.pipes.is_empty()
+            && let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
             && self.cx.splice_from(id, pipe)
         {
             return;

@@ -598,7 +598,8 @@ impl<A: Default> Reactor<A> {
             match queued {
                 Queued::Socket(id, event) => {
                     // A piped socket's `End`, `Drain` and `Finish` belong to its pipe.
-                    if let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
+                    if !self.cx.pipes.is_empty()
+                        && let Some(pipe) = self.cx.sockets.get(id).and_then(|s| s.pipe)
                         && !self.cx.route_piped(id, pipe, &event)
                     {
                         continue;
