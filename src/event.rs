@@ -45,7 +45,8 @@ pub struct CloseInfo {
     /// What ended the socket.
     pub reason: CloseReason,
     /// Bytes accepted by `write` that never reached the kernel (dropped by destroy, reset, a
-    /// peer reset, an error or a deadline). Zero after a graceful close. When it is not zero
+    /// peer reset, an error or a deadline) — for a piped socket, also the bytes a kernel pipe
+    /// still held for it ([`Context::pipe`](crate::Context::pipe) with splicing). Zero after a graceful close. When it is not zero
     /// the close sent RST, so the peer saw the stream end in a reset, never in a clean FIN.
     pub unsent: usize,
 }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Ending, LIMIT, peer, read_to_end};
+use common::{Ending, LIMIT, peer, read_to_end, run_until};
 use finwait::{
     ConnectOptions, Context, Error, Event, Handler, ListenOptions, Reactor, ReactorOptions,
     SocketId,
@@ -55,21 +55,6 @@ fn created() -> usize {
 
 fn dropped() -> usize {
     DROPPED.with(Cell::get)
-}
-
-/// Runs turns until `done`, failing after [`LIMIT`].
-fn turn_until<A: Default, H: Handler<A>>(
-    reactor: &mut Reactor<A>,
-    handler: &mut H,
-    mut done: impl FnMut(&mut H) -> bool,
-) {
-    let start = Instant::now();
-    while !done(handler) {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for the reactor");
-        reactor
-            .run_once(handler, Some(Duration::from_millis(50)))
-            .unwrap();
-    }
 }
 
 fn reactor() -> (Reactor<Tally>, SocketAddr) {
@@ -135,7 +120,7 @@ fn attachment_follows_its_socket_through_every_event_and_is_dropped_after_close(
         .into_iter()
         .map(|mut p| std::thread::spawn(move || read_to_end(&mut p)))
         .collect();
-    turn_until(&mut reactor, &mut h, |h| h.closes.len() == 4);
+    run_until(&mut reactor, &mut h, |h, _| h.closes.len() == 4);
     for t in threads {
         let (bytes, ending) = t.join().unwrap();
         assert_eq!(ending, Ending::Fin);
@@ -191,11 +176,11 @@ fn attachment_set_for_a_new_connection_arrives_with_its_first_event() {
     reactor.context_mut().attachment_mut(id).unwrap().note = Some("partner");
     let (mut accepted, _) = upstream.accept().unwrap();
     let mut seen = Seen(Vec::new());
-    turn_until(&mut reactor, &mut seen, |s| !s.0.is_empty());
+    run_until(&mut reactor, &mut seen, |s, _| !s.0.is_empty());
     let mut buf = [0; 16];
     assert_eq!(accepted.read(&mut buf).unwrap(), 0, "our FIN");
     drop(accepted);
-    turn_until(&mut reactor, &mut seen, |s| s.0.len() >= 3);
+    run_until(&mut reactor, &mut seen, |s, _| s.0.len() >= 3);
     assert!(seen.0.iter().all(|n| *n == Some("partner")), "{:?}", seen.0);
     let start = Instant::now();
     while reactor.context().live_sockets() > 0 {
@@ -221,7 +206,7 @@ fn attachment_mut_errors_name_stale_and_destroyed_sockets() {
             }
         }
     }
-    turn_until(&mut reactor, &mut Grab(&mut accepted), |g| g.0.is_some());
+    run_until(&mut reactor, &mut Grab(&mut accepted), |g, _| g.0.is_some());
     let id = accepted.unwrap();
     let cx = reactor.context_mut();
     assert!(cx.attachment_mut(id).is_ok());
@@ -255,7 +240,7 @@ fn a_socket_reusing_a_slot_starts_with_a_fresh_attachment() {
     };
     reactor.context_mut().attachment_mut(id1).unwrap().note = Some("first");
     first.shutdown(Shutdown::Write).unwrap();
-    turn_until(&mut reactor, &mut h, |h| h.closes.len() == 1);
+    run_until(&mut reactor, &mut h, |h, _| h.closes.len() == 1);
     let mut rest = Vec::new();
     first.read_to_end(&mut rest).unwrap();
     assert_eq!(h.closes[0].3, Some("first"));
@@ -276,7 +261,7 @@ fn a_socket_reusing_a_slot_starts_with_a_fresh_attachment() {
     assert_ne!(id, id1);
     assert_eq!(reactor.context_mut().attachment_mut(id).unwrap().note, None);
     second.shutdown(Shutdown::Write).unwrap();
-    turn_until(&mut reactor, &mut h, |h| h.closes.len() == 2);
+    run_until(&mut reactor, &mut h, |h, _| h.closes.len() == 2);
     assert_eq!(h.closes[1].3, None);
 }
 
@@ -321,10 +306,10 @@ fn shutdown_request_gets_the_sockets_attachment() {
             .unwrap();
     }
     reactor.context_mut().shutdown(Duration::from_secs(30));
-    turn_until(&mut reactor, &mut h, |h| !h.asked.is_empty());
+    run_until(&mut reactor, &mut h, |h, _| !h.asked.is_empty());
     assert_eq!(h.asked[0].1, 5, "the attachment counted what was read");
     p.shutdown(Shutdown::Write).unwrap();
     let (bytes, ending) = read_to_end(&mut p);
     assert_eq!((bytes.as_slice(), ending), (&b"5\n"[..], Ending::Fin));
-    turn_until(&mut reactor, &mut h, |h| h.closed == 1);
+    run_until(&mut reactor, &mut h, |h, _| h.closed == 1);
 }

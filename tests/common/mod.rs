@@ -116,10 +116,10 @@ impl<F: FnMut(&mut Context, SocketId, &Event<'_>)> Handler for Recorder<F> {
 }
 
 /// Runs turns until `done` holds, failing the test after [`LIMIT`].
-pub fn run_until<H: Handler>(
-    reactor: &mut Reactor,
+pub fn run_until<A: Default, H: Handler<A>>(
+    reactor: &mut Reactor<A>,
     handler: &mut H,
-    mut done: impl FnMut(&H, &mut Reactor) -> bool,
+    mut done: impl FnMut(&H, &mut Reactor<A>) -> bool,
 ) {
     let start = Instant::now();
     while !done(handler, reactor) {
