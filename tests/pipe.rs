@@ -1297,3 +1297,85 @@ fn shutdown_lets_an_answer_through_a_pair_finish() {
         assert_eq!(reactor.context().live_sockets(), 0);
     }
 }
+
+/// The destination is destroyed while bytes wait for it in the kernel pipe (its own queue is
+/// empty: spliced bytes never enter it). They are lost, so they count as unsent, its peer sees
+/// a reset rather than a clean FIN, and the pipe resets the source too (SEMANTICS B2.1, B5) —
+/// as the copy path does for bytes dropped from the queue.
+#[test]
+fn destroying_a_destination_with_bytes_in_the_kernel_pipe_resets_both_peers() {
+    const TOTAL: usize = 64 << 20;
+    let (mut reactor, addr, upstream) = rig(Reactor::new().unwrap(), ListenOptions::new());
+    let options = PipeOptions::new().splice(Splice::On);
+    let mut h = rec(proxy(upstream.local_addr().unwrap(), options));
+    let (client, mut up, _, b) = connect_through(&mut reactor, &mut h, addr, &upstream);
+    let payload = pattern(TOTAL);
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let written = written.clone();
+        let mut client = client;
+        on_thread(move || {
+            for chunk in payload.chunks(256 << 10) {
+                match client.write_all(chunk) {
+                    Ok(()) => written.fetch_add(chunk.len() as u64, Ordering::Relaxed),
+                    // The reset, reported to the write that was blocked (and only once: a
+                    // read after it sees a closed socket).
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        return Ending::Reset;
+                    }
+                    Err(e) => panic!("client write: {e}"),
+                };
+            }
+            read_to_end(&mut client).1
+        })
+    };
+    // The upstream reads nothing: wait until the client has written and stopped getting
+    // anywhere.
+    let (mut stable, mut last) = (0, u64::MAX);
+    let start = Instant::now();
+    while stable < 25 {
+        assert!(start.elapsed() < LIMIT, "the client never blocked");
+        reactor
+            .run_once(&mut h, Some(Duration::from_millis(20)))
+            .unwrap();
+        let now = written.load(Ordering::Relaxed);
+        stable = if now == last && now > 0 {
+            stable + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    assert_eq!(
+        reactor.context().bytes_queued(b).unwrap(),
+        0,
+        "spliced bytes were queued"
+    );
+    reactor.context_mut().destroy(b).unwrap();
+    let u = on_thread(move || read_to_end(&mut up));
+    let got = run_with(&mut reactor, &mut h, vec![u], |h| h.summaries.len() == 1);
+    assert_eq!(
+        got[0].1,
+        Ending::Reset,
+        "the upstream saw a clean end of a cut stream"
+    );
+    let client_end = writer.join().unwrap();
+    assert_eq!(
+        client_end,
+        Ending::Reset,
+        "the client saw a clean end of a cut stream"
+    );
+    let s = h.summary();
+    assert!(s.a_to_b_spliced > 0, "the pair never spliced");
+    assert!(
+        s.b_close.unsent > 0,
+        "bytes lost in the kernel pipe not counted: {s:?}"
+    );
+    assert_eq!(s.a_close.reason, CloseReason::LocalReset);
+    assert_eq!(reactor.context().live_sockets(), 0);
+}
