@@ -21,6 +21,7 @@
 //! (`tests/group_migration.rs`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -33,6 +34,10 @@ use crate::options::{ListenOptions, ReactorOptions};
 use crate::reactor::{Reactor, Waker};
 use crate::stats::Stats;
 use crate::sys;
+
+mod steering;
+pub(crate) use steering::SteeringSlot;
+pub use steering::{SLACK as STEERING_SLACK, Steering};
 
 /// How a [`Group`] is made.
 ///
@@ -53,6 +58,9 @@ pub struct GroupOptions {
     /// SIGINT/SIGTERM shut the whole group down gracefully with this grace (default none:
     /// signals are left alone).
     pub shutdown_on_signals: Option<Duration>,
+    /// Which reactor gets a new connection (default [`Steering::PreferAwake`], which falls
+    /// back to [`Steering::Hash`] where the kernel refuses its program).
+    pub steering: Steering,
 }
 
 impl GroupOptions {
@@ -63,7 +71,13 @@ impl GroupOptions {
             listen: ListenOptions::new(),
             reactor: ReactorOptions::new(),
             shutdown_on_signals: None,
+            steering: Steering::default(),
         }
+    }
+    /// Sets [`steering`](Self::steering).
+    pub fn steering(mut self, steering: Steering) -> Self {
+        self.steering = steering;
+        self
     }
     /// Sets [`listen`](Self::listen).
     pub fn listen(mut self, options: ListenOptions) -> Self {
@@ -129,6 +143,8 @@ pub struct Group<A: 'static = ()> {
     handover: Option<crate::handover::HandoverServer>,
     /// Its listening sockets came from elsewhere ([`Group::adopt`]).
     adopted: bool,
+    /// The steering in effect.
+    steering: Steering,
 }
 
 /// A member's thread: it returns the reactor's counters once the reactor stops.
@@ -237,11 +253,36 @@ impl<A: Default + 'static> Group<A> {
     {
         let listen = options.listen.clone().reuse_port(true);
         let make = Arc::new(make);
+        let steerer = match options.steering {
+            Steering::PreferAwake
+                if listeners.len() >= 2
+                    && listeners.len() <= steering::MAX_REACTORS
+                    && listeners.iter().all(|own| own.len() == 1) =>
+            {
+                let fds: Vec<_> = listeners.iter().map(|own| own[0].as_fd()).collect();
+                match steering::Steerer::install(&fds) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        log::info!(
+                            "group: the kernel refused the steering program ({e}); \
+                             the kernel's hash spreads connections"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut group = Group {
             addr: bound,
             members: Vec::with_capacity(listeners.len()),
             handover: None,
             adopted,
+            steering: if steerer.is_some() {
+                Steering::PreferAwake
+            } else {
+                Steering::Hash
+            },
         };
         for (index, own) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
@@ -249,6 +290,7 @@ impl<A: Default + 'static> Group<A> {
             let listen = listen.clone();
             let reactor_options = options.reactor.clone();
             let signals = options.shutdown_on_signals;
+            let steerer = steerer.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("finwait-{index}"))
                 .spawn(move || -> Result<Stats> {
@@ -264,6 +306,9 @@ impl<A: Default + 'static> Group<A> {
                             reactor.shutdown_on_signals(grace)?;
                         }
                         let waker = reactor.waker()?;
+                        if let Some(steerer) = &steerer {
+                            reactor.set_steering(steerer.join(index));
+                        }
                         Ok((reactor, id, waker))
                     })();
                     let (mut reactor, id, waker) = match started {
@@ -314,6 +359,13 @@ impl<A: 'static> Group<A> {
     /// The address every reactor listens on (with the port chosen for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The steering in effect: [`Steering::Hash`] when it was asked for, for a group of one
+    /// reactor or more than 64, for adopted sockets not one per reactor, or where the kernel
+    /// refused the program of [`Steering::PreferAwake`].
+    pub fn steering(&self) -> Steering {
+        self.steering
     }
 
     /// How many reactors the group started.

@@ -66,6 +66,8 @@ pub struct Reactor<A = ()> {
     waker: Option<Waker<A>>,
     /// Serving handovers of this reactor's listeners (see [`Reactor::serve_handover`]).
     handover: Option<crate::handover::HandoverServer>,
+    /// This reactor's place in its group's listener steering (a group member only).
+    steering: Option<crate::group::SteeringSlot>,
 }
 
 /// Wakes a reactor from another thread, and hands it work: [`Handler::on_wake`] runs in the
@@ -218,6 +220,7 @@ impl<A: Default> Reactor<A> {
             signals: None,
             waker: None,
             handover: None,
+            steering: None,
         })
     }
 
@@ -438,6 +441,11 @@ impl<A: Default> Reactor<A> {
         Ok(())
     }
 
+    /// Makes this reactor a member of its group's listener steering.
+    pub(crate) fn set_steering(&mut self, slot: crate::group::SteeringSlot) {
+        self.steering = Some(slot);
+    }
+
     /// Whether nothing is left: no listener, no socket, no queued event.
     pub fn is_idle(&self) -> bool {
         self.cx.sockets.is_empty() && self.cx.listeners.is_empty() && self.cx.queue.is_empty()
@@ -475,7 +483,17 @@ impl<A: Default> Reactor<A> {
                 (a, b) => a.or(b),
             }
         };
-        sys::poll(&mut self.poll, &mut self.events, timeout)?;
+        // A group's steering sends new connections to reactors that are awake: say when
+        // this one sleeps.
+        let sleeps = timeout != Some(Duration::ZERO) && self.steering.is_some();
+        if sleeps && let Some(s) = &self.steering {
+            s.set_awake(false);
+        }
+        let polled = sys::poll(&mut self.poll, &mut self.events, timeout);
+        if sleeps && let Some(s) = &self.steering {
+            s.set_awake(true);
+        }
+        polled?;
         self.cx.now = self.cx.clock.now();
         let mut woken = false;
         let mut signalled = None;
@@ -577,6 +595,10 @@ impl<A: Default> Reactor<A> {
         self.socket_batch = batch;
         self.deliver(handler);
         self.cx.reclaim();
+        if self.steering.is_some() && self.cx.listeners.is_empty() {
+            // No listener takes new connections here any more: out of the group's choice.
+            self.steering = None;
+        }
         if self.cx.shutdown == ShutdownPhase::Draining
             && self.cx.sockets.is_empty()
             && self.cx.listeners.is_empty()

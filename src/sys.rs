@@ -674,5 +674,217 @@ pub(crate) fn waker(registry: &mio::Registry, token: mio::Token) -> io::Result<m
     mio::Waker::new(registry, token)
 }
 
+/// `bpf(2)` commands and constants used by the group's listener steering (`group/steering.rs`),
+/// from `linux/bpf.h`.
+pub(crate) mod bpf {
+    pub(crate) const MAP_TYPE_ARRAY: u32 = 2;
+    pub(crate) const MAP_TYPE_REUSEPORT_SOCKARRAY: u32 = 20;
+    pub(crate) const PROG_TYPE_SK_REUSEPORT: u32 = 21;
+    /// `BPF_SK_REUSEPORT_SELECT`: the program picks a listener for new connections only;
+    /// migration (`tcp_migrate_req`) stays the kernel's, by hash.
+    pub(crate) const SK_REUSEPORT_SELECT: u32 = 39;
+    /// `BPF_F_MMAPABLE`: the array's values can be mapped into the process (Linux 5.5).
+    pub(crate) const F_MMAPABLE: u32 = 1 << 10;
+    pub(crate) const CMD_MAP_CREATE: libc::c_int = 0;
+    pub(crate) const CMD_MAP_UPDATE_ELEM: libc::c_int = 2;
+    pub(crate) const CMD_PROG_LOAD: libc::c_int = 5;
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BpfMapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+struct BpfMapElem {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `bpf(cmd, attr, sizeof attr)`: the kernel reads the fields it knows of `attr` and takes
+/// the rest of its union as zero.
+fn bpf_call<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
+    retry_eintr(|| {
+        // SAFETY: `attr` is a `repr(C)` prefix of `union bpf_attr` for `cmd`, valid for the
+        // call; the kernel writes nothing past `size_of::<T>()`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *mut T as *mut libc::c_void,
+                std::mem::size_of::<T>() as libc::c_uint,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    })
+}
+
+/// `bpf(BPF_MAP_CREATE)`: a new map; its fd.
+pub(crate) fn bpf_map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = BpfMapCreate {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+    };
+    let fd = bpf_call(bpf::CMD_MAP_CREATE, &mut attr)?;
+    // SAFETY: the kernel just returned this fd, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM)` with `BPF_ANY`: `key` and `value` must have the map's sizes.
+pub(crate) fn bpf_map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = BpfMapElem {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags: 0,
+    };
+    bpf_call(bpf::CMD_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `bpf(BPF_PROG_LOAD)`: loads `insns` (encoded `struct bpf_insn`s). When the verifier
+/// refuses them, the error carries the end of its log.
+pub(crate) fn bpf_prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[u64],
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let license = c"MIT OR Apache-2.0";
+    let mut log = vec![0u8; 1 << 16];
+    let mut prog_name = [0u8; 16];
+    for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src;
+    }
+    let mut attr = BpfProgLoad {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type,
+    };
+    match bpf_call(bpf::CMD_PROG_LOAD, &mut attr) {
+        // SAFETY: the kernel just returned this fd, owned by no one else.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: String = text.lines().rev().take(4).collect::<Vec<_>>().join(" | ");
+            if tail.is_empty() {
+                Err(e)
+            } else {
+                Err(io::Error::new(e.kind(), format!("{e}; verifier: {tail}")))
+            }
+        }
+    }
+}
+
+/// `setsockopt(SO_ATTACH_REUSEPORT_EBPF)`: `prog` picks the listener of `listener`'s
+/// `SO_REUSEPORT` group for each new connection (socket(7)); it replaces a program attached
+/// before.
+pub(crate) fn attach_reuseport_prog(
+    listener: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let fd: libc::c_int = prog.as_raw_fd();
+    // SAFETY: a plain `int` option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_EBPF,
+            &fd as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mmap(MAP_SHARED)` of `len` bytes of `fd` from offset 0, readable and writable.
+pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh mapping chosen by the kernel; nothing else is touched.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(ptr as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// `munmap` of a mapping made by [`mmap_shared`].
+///
+/// # Safety
+///
+/// `ptr`/`len` are one mapping from [`mmap_shared`], and nothing uses it afterwards.
+pub(crate) unsafe fn munmap(ptr: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        libc::munmap(ptr.as_ptr() as *mut libc::c_void, len);
+    }
+}
+
+/// The page size (`sysconf(_SC_PAGESIZE)`).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: no arguments to get wrong.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use finwait::{Context, Event, Group, GroupOptions, Handler, Member, SocketId};
+use finwait::{
+    Context, Event, Group, GroupOptions, Handler, Member, STEERING_SLACK, SocketId, Steering,
+};
 
 /// Ends every connection with one byte (the server closes first, so TIME_WAIT stays on the
 /// server side and the client's ephemeral ports are not used up), counting accepts per
@@ -30,13 +32,13 @@ impl Handler for Counting {
     }
 }
 
-fn start(reactors: usize) -> (Group, Vec<Arc<AtomicUsize>>, Arc<AtomicUsize>) {
+fn start(reactors: usize, steering: Steering) -> (Group, Vec<Arc<AtomicUsize>>, Arc<AtomicUsize>) {
     let counters: Vec<Arc<AtomicUsize>> = (0..reactors).map(|_| Arc::default()).collect();
     let completions = Arc::new(AtomicUsize::new(0));
     let (c, done) = (counters.clone(), completions.clone());
     let group = Group::listen(
         "127.0.0.1:0",
-        GroupOptions::new(reactors),
+        GroupOptions::new(reactors).steering(steering),
         move |m: Member| Counting {
             accepted: c[m.index].clone(),
             completions: done.clone(),
@@ -46,9 +48,13 @@ fn start(reactors: usize) -> (Group, Vec<Arc<AtomicUsize>>, Arc<AtomicUsize>) {
     (group, counters, completions)
 }
 
-fn spreads_evenly(reactors: usize) {
+fn spreads_evenly(reactors: usize, steering: Steering) {
     const CONNECTIONS: usize = 10_000;
-    let (group, counters, completions) = start(reactors);
+    let (group, counters, completions) = start(reactors, steering);
+    if group.steering() != steering {
+        eprintln!("skipped: the kernel refused the steering program (needs CAP_BPF)");
+        return;
+    }
     let addr = group.local_addr();
     let mut buf = [0u8; 8];
     for i in 0..CONNECTIONS {
@@ -78,7 +84,7 @@ fn spreads_evenly(reactors: usize) {
         max / min
     );
     eprintln!(
-        "{reactors} reactors: accepts {counts:?}, max/min {:.3}",
+        "{reactors} reactors, {steering:?}: accepts {counts:?}, max/min {:.3}",
         max / min
     );
     assert_eq!(completions.load(Ordering::Relaxed), reactors);
@@ -86,12 +92,94 @@ fn spreads_evenly(reactors: usize) {
 
 #[test]
 fn two_reactors_spread_10000_connections_evenly() {
-    spreads_evenly(2);
+    spreads_evenly(2, Steering::Hash);
 }
 
 #[test]
 fn four_reactors_spread_10000_connections_evenly() {
-    spreads_evenly(4);
+    spreads_evenly(4, Steering::Hash);
+}
+
+#[test]
+fn two_reactors_spread_10000_connections_evenly_when_steered_to_awake_ones() {
+    spreads_evenly(2, Steering::PreferAwake);
+}
+
+#[test]
+fn four_reactors_spread_10000_connections_evenly_when_steered_to_awake_ones() {
+    spreads_evenly(4, Steering::PreferAwake);
+}
+
+/// Answers each connection with the index of the reactor that accepted it, then ends it.
+fn which_reactor_serves_each_of(connections: usize, steering: Steering) -> Option<Vec<u8>> {
+    let group = Group::listen(
+        "127.0.0.1:0",
+        GroupOptions::new(2).steering(steering),
+        |m: Member| {
+            let index = m.index as u8;
+            move |cx: &mut Context, id: SocketId, event: Event<'_>| {
+                if let Event::Accepted(_) = event {
+                    let _ = cx.end_with(id, &[index]);
+                }
+            }
+        },
+    )
+    .expect("group");
+    if group.steering() != steering {
+        return None;
+    }
+    let addr = group.local_addr();
+    let served = (0..connections)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(got.len(), 1, "connection {i}: {got:?}");
+            got[0]
+        })
+        .collect();
+    group.shutdown(Duration::from_secs(5));
+    group.join().expect("group join");
+    Some(served)
+}
+
+/// One client connecting again and again, each connection served before the next: with
+/// the hash the two reactors take turns at random (each wakes for about every other
+/// connection); steered, the reactor that served last keeps them in runs until it is
+/// `STEERING_SLACK` ahead, and the running imbalance never exceeds that.
+#[test]
+fn steering_keeps_a_quiet_group_on_one_reactor_in_runs_with_a_bounded_imbalance() {
+    const CONNECTIONS: usize = 1000;
+    let Some(steered) = which_reactor_serves_each_of(CONNECTIONS, Steering::PreferAwake) else {
+        eprintln!("skipped: the kernel refused the steering program (needs CAP_BPF)");
+        return;
+    };
+    let hashed = which_reactor_serves_each_of(CONNECTIONS, Steering::Hash).expect("hash");
+    let switches = |served: &[u8]| served.windows(2).filter(|w| w[0] != w[1]).count();
+    let (steered_switches, hashed_switches) = (switches(&steered), switches(&hashed));
+    eprintln!(
+        "reactor switches over {CONNECTIONS} connections: steered {steered_switches}, hashed {hashed_switches}"
+    );
+    assert!(
+        hashed_switches > CONNECTIONS / 4,
+        "the hash alternates at random: {hashed_switches} switches"
+    );
+    let runs = CONNECTIONS / STEERING_SLACK as usize;
+    assert!(
+        steered_switches <= runs + 2,
+        "steered: {steered_switches} switches (runs of {STEERING_SLACK} give about {runs}): {steered:?}"
+    );
+    let mut counts = [0i64; 2];
+    for (i, &r) in steered.iter().enumerate() {
+        counts[r as usize] += 1;
+        assert!(
+            (counts[0] - counts[1]).unsigned_abs() <= STEERING_SLACK,
+            "after {} connections: {counts:?}",
+            i + 1
+        );
+    }
 }
 
 /// Keeps every connection open until the peer ends; counts completions.
@@ -115,7 +203,9 @@ impl Handler for Echo {
 fn group_shutdown_finishes_every_connection_and_completes_once() {
     let completions = Arc::new(AtomicUsize::new(0));
     let done = completions.clone();
-    let group = Group::listen("127.0.0.1:0", GroupOptions::new(3), move |_| Echo {
+    // The hash, so that 30 connections in a row reach every reactor.
+    let options = GroupOptions::new(3).steering(Steering::Hash);
+    let group = Group::listen("127.0.0.1:0", options, move |_| Echo {
         completions: done.clone(),
     })
     .unwrap();

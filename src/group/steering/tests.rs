@@ -1,0 +1,270 @@
+//! The steering program, run by a small interpreter of the instructions it uses against a
+//! model of the policy in the module docs. (The kernel's verifier accepting it is pinned by
+//! the group tests, which load it.)
+
+use super::*;
+
+/// What the program sees and changes: per reactor (awake, present, picks), the reactor
+/// picked last, and which sockarray slots hold a listener.
+#[derive(Debug, Clone, PartialEq)]
+struct State {
+    awake: Vec<bool>,
+    present: Vec<bool>,
+    picks: Vec<u64>,
+    sticky: u32,
+    listening: Vec<bool>,
+}
+
+impl State {
+    fn bytes(&self) -> Vec<u8> {
+        let n = self.awake.len();
+        let mut v = vec![0u8; n * ENTRY + 8];
+        for i in 0..n {
+            v[i * ENTRY + AWAKE..][..4].copy_from_slice(&u32::from(self.awake[i]).to_ne_bytes());
+            v[i * ENTRY + PRESENT..][..4]
+                .copy_from_slice(&u32::from(self.present[i]).to_ne_bytes());
+            v[i * ENTRY + PICKS..][..8].copy_from_slice(&self.picks[i].to_ne_bytes());
+        }
+        v[n * ENTRY..][..4].copy_from_slice(&self.sticky.to_ne_bytes());
+        v
+    }
+    fn read(&mut self, v: &[u8]) {
+        let n = self.awake.len();
+        for i in 0..n {
+            self.picks[i] = u64::from_ne_bytes(v[i * ENTRY + PICKS..][..8].try_into().unwrap());
+        }
+        self.sticky = u32::from_ne_bytes(v[n * ENTRY..][..4].try_into().unwrap());
+    }
+}
+
+/// The policy: which reactor is asked for (None: the program leaves it to the hash).
+fn model(s: &State) -> Option<usize> {
+    let n = s.awake.len();
+    let least = (0..n).filter(|&i| s.present[i]).map(|i| s.picks[i]).min()?;
+    let bound = least + SLACK;
+    let eligible = |i: usize| s.present[i] && s.picks[i] < bound;
+    let least_of = |it: &mut dyn Iterator<Item = usize>| {
+        let mut best: Option<usize> = None;
+        for i in it {
+            if best.is_none_or(|b| s.picks[i] < s.picks[b]) {
+                best = Some(i);
+            }
+        }
+        best
+    };
+    if let Some(i) = least_of(&mut (0..n).filter(|&i| eligible(i) && s.awake[i])) {
+        return Some(i);
+    }
+    let sticky = s.sticky as usize;
+    if sticky < n && eligible(sticky) {
+        return Some(sticky);
+    }
+    least_of(&mut (0..n).filter(|&i| eligible(i)))
+}
+
+const STATE_FD: i32 = 7;
+const SOCKETS_FD: i32 = 8;
+const STACK: u64 = 0x1000_0000;
+const VALUE: u64 = 0x2000_0000;
+const CTX: u64 = 0x3000_0000;
+
+/// Runs `insns` on `state`: returns the program's return value and the reactor selected.
+fn run(insns: &[Insn], state: &mut State) -> (u64, Option<u32>) {
+    let mut value = state.bytes();
+    let mut stack = [0u8; 512];
+    let mut r = [0u64; 11];
+    r[1] = CTX;
+    r[10] = STACK + 512;
+    let mut selected = None;
+    let mut pc = 0usize;
+    let mut steps = 0;
+    let mem = |value: &mut Vec<u8>, stack: &mut [u8; 512], addr: u64, len: usize| -> *mut u8 {
+        if (VALUE..VALUE + value.len() as u64).contains(&addr) {
+            assert!(
+                addr + len as u64 <= VALUE + value.len() as u64,
+                "value out of bounds"
+            );
+            assert_eq!(addr % len as u64, 0, "misaligned");
+            unsafe { value.as_mut_ptr().add((addr - VALUE) as usize) }
+        } else if (STACK..STACK + 512).contains(&addr) {
+            unsafe { stack.as_mut_ptr().add((addr - STACK) as usize) }
+        } else {
+            panic!("access outside the value and the stack: {addr:#x}")
+        }
+    };
+    loop {
+        steps += 1;
+        assert!(steps < 100_000, "no exit");
+        let i = insns[pc];
+        pc += 1;
+        let (d, s) = (i.dst as usize, i.src as usize);
+        let addr = |base: u64| base.wrapping_add(i.off as i64 as u64);
+        let jump = |taken: bool, pc: &mut usize| {
+            if taken {
+                *pc = (*pc as isize + i.off as isize) as usize;
+            }
+        };
+        match i.code {
+            op::MOV64_IMM => r[d] = i.imm as i64 as u64,
+            op::MOV64_REG => r[d] = r[s],
+            op::ADD64_IMM => r[d] = r[d].wrapping_add(i.imm as i64 as u64),
+            op::LDX_W => {
+                let p = mem(&mut value, &mut stack, addr(r[s]), 4);
+                r[d] = u32::from_ne_bytes(unsafe { *(p as *const [u8; 4]) }) as u64;
+            }
+            op::LDX_DW => {
+                let p = mem(&mut value, &mut stack, addr(r[s]), 8);
+                r[d] = u64::from_ne_bytes(unsafe { *(p as *const [u8; 8]) });
+            }
+            op::ST_W => {
+                let p = mem(&mut value, &mut stack, addr(r[d]), 4);
+                unsafe { *(p as *mut [u8; 4]) = (i.imm as u32).to_ne_bytes() };
+            }
+            op::STX_W => {
+                let p = mem(&mut value, &mut stack, addr(r[d]), 4);
+                unsafe { *(p as *mut [u8; 4]) = (r[s] as u32).to_ne_bytes() };
+            }
+            op::XADD_DW => {
+                let p = mem(&mut value, &mut stack, addr(r[d]), 8);
+                let old = u64::from_ne_bytes(unsafe { *(p as *const [u8; 8]) });
+                unsafe { *(p as *mut [u8; 8]) = old.wrapping_add(r[s]).to_ne_bytes() };
+            }
+            op::LD_IMM64 => {
+                assert_eq!(i.src, op::PSEUDO_MAP_FD);
+                r[d] = i.imm as u64;
+                pc += 1;
+            }
+            op::JA => jump(true, &mut pc),
+            op::JEQ_IMM => jump(r[d] == i.imm as i64 as u64, &mut pc),
+            op::JNE_IMM => jump(r[d] != i.imm as i64 as u64, &mut pc),
+            op::JGE_REG => jump(r[d] >= r[s], &mut pc),
+            op::CALL => {
+                r[0] = match i.imm {
+                    op::HELPER_MAP_LOOKUP_ELEM => {
+                        assert_eq!(r[1], STATE_FD as u64);
+                        let p = mem(&mut value, &mut stack, r[2], 4);
+                        let key = u32::from_ne_bytes(unsafe { *(p as *const [u8; 4]) });
+                        if key == 0 { VALUE } else { 0 }
+                    }
+                    op::HELPER_SK_SELECT_REUSEPORT => {
+                        assert_eq!(r[1], CTX);
+                        assert_eq!(r[2], SOCKETS_FD as u64);
+                        assert_eq!(r[4], 0);
+                        let p = mem(&mut value, &mut stack, r[3], 4);
+                        let key = u32::from_ne_bytes(unsafe { *(p as *const [u8; 4]) });
+                        if state.listening.get(key as usize) == Some(&true) {
+                            selected = Some(key);
+                            0
+                        } else {
+                            (-(libc::ENOENT as i64)) as u64
+                        }
+                    }
+                    other => panic!("helper {other}"),
+                };
+                // Calls clobber r1-r5.
+                for reg in &mut r[1..=5] {
+                    *reg = 0xdead_beef;
+                }
+            }
+            op::EXIT => {
+                state.read(&value);
+                return (r[0], selected);
+            }
+            other => panic!("opcode {other:#x}"),
+        }
+    }
+}
+
+/// A small deterministic generator (no dependency for one test).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_program_picks_what_the_policy_says_and_counts_its_pick() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..20_000 {
+        let n = 2 + rng.below(5) as usize;
+        let base = rng.below(1 << 40);
+        let mut s = State {
+            awake: (0..n).map(|_| rng.below(2) == 0).collect(),
+            present: (0..n).map(|_| rng.below(5) != 0).collect(),
+            picks: (0..n).map(|_| base + rng.below(2 * SLACK + 2)).collect(),
+            sticky: rng.below(n as u64 + 2) as u32,
+            listening: (0..n).map(|_| rng.below(10) != 0).collect(),
+        };
+        let before = s.clone();
+        let want = model(&before);
+        let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+        let (ret, selected) = run(&insns, &mut s);
+        assert_eq!(ret, op::SK_PASS as u64, "case {case}: {before:?}");
+        assert_eq!(
+            selected.map(|i| i as usize),
+            want.filter(|&i| before.listening[i]),
+            "case {case}: {before:?}"
+        );
+        let mut after = before.clone();
+        if let Some(i) = selected {
+            after.picks[i as usize] += 1;
+            after.sticky = i;
+        }
+        assert_eq!(
+            s, after,
+            "case {case}: only the pick is counted and remembered"
+        );
+    }
+}
+
+#[test]
+fn a_quiet_group_stays_on_one_reactor_until_it_is_slack_ahead_then_moves() {
+    // Nobody awake (each connection served and slept before the next): the reactor picked
+    // last keeps them until it is SLACK ahead, then the least loaded takes over.
+    let n = 3;
+    let mut s = State {
+        awake: vec![false; n],
+        present: vec![true; n],
+        picks: vec![0; n],
+        sticky: 0,
+        listening: vec![true; n],
+    };
+    let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+    let mut order = Vec::new();
+    for _ in 0..(3 * SLACK as usize) {
+        let (_, selected) = run(&insns, &mut s);
+        order.push(selected.expect("a pick"));
+    }
+    let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(&order[..SLACK as usize], &vec![0; SLACK as usize][..]);
+    assert_eq!(order[SLACK as usize], 1);
+    assert!(switches <= 4, "{switches} switches: {order:?}");
+    let (max, min) = (s.picks.iter().max().unwrap(), s.picks.iter().min().unwrap());
+    assert!(max - min <= SLACK, "{:?}", s.picks);
+}
+
+#[test]
+fn the_awake_reactor_wins_over_the_sticky_one_and_nobody_present_means_the_hash() {
+    let n = 2;
+    let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+    let mut s = State {
+        awake: vec![false, true],
+        present: vec![true, true],
+        picks: vec![10, 12],
+        sticky: 0,
+        listening: vec![true, true],
+    };
+    assert_eq!(run(&insns, &mut s).1, Some(1));
+    let mut gone = State {
+        present: vec![false, false],
+        ..s.clone()
+    };
+    assert_eq!(run(&insns, &mut gone).1, None);
+}
