@@ -72,6 +72,9 @@ pub struct Context<A = ()> {
     pub(crate) shutdown_timer: Option<crate::timers::TimerId>,
     /// Counters for operators; bytes of closed sockets only (live ones are added on read).
     pub(crate) stats: Stats,
+    /// Accepted sockets whose slot was freed: with `stats.accepted`, the accepted sockets
+    /// still open (a group's steering publishes it as the reactor's load).
+    pub(crate) accepted_closed: u64,
     /// Each socket's attachment, at its slot's index; `None` until first used, and again once
     /// the socket is closed or its attachment is lent to the handler.
     pub(crate) attachments: Vec<Option<A>>,
@@ -146,6 +149,7 @@ impl<A> Context<A> {
             reclaim_listeners: Vec::new(),
             stopped: false,
             stats: Stats::default(),
+            accepted_closed: 0,
         }
     }
 

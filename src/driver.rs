@@ -685,7 +685,13 @@ impl<A> Context<A> {
     /// of listeners whose `Close` was queued.
     pub(crate) fn reclaim(&mut self) {
         for id in self.reclaim.drain(..) {
-            self.sockets.remove(id);
+            if self
+                .sockets
+                .remove(id)
+                .is_some_and(|s| s.listener.is_some())
+            {
+                self.accepted_closed += 1;
+            }
             // Set after the socket's `Close` (by `attachment_mut`): gone with it.
             if let Some(attachment) = self.attachments.get_mut(id.index()) {
                 *attachment = None;

@@ -1,10 +1,18 @@
 //! [`Group`]: one reactor per thread, serving the same address, started and stopped as one.
 //!
 //! Each reactor stays single-threaded and owns its own `SO_REUSEPORT` listener on the shared
-//! address: the kernel spreads new connections over the group's listeners by a hash of the
-//! 4-tuple (socket(7)), so no connection is handed from thread to thread and the reactors
-//! share nothing but the port. Reactors reach each other through their [`Waker`]s, which carry
-//! calls to run on the reactor's own thread.
+//! address, so no connection is handed from thread to thread and the reactors share nothing
+//! but the port. Reactors reach each other through their [`Waker`]s, which carry calls to run
+//! on the reactor's own thread.
+//!
+//! Which listener a new connection joins is decided by the kernel at its SYN. By default
+//! ([`Steering::PreferAwake`]) a small socket-reuseport BPF program makes that choice: an
+//! awake reactor first, else the one chosen last, within [`STEERING_LOAD_SLACK`] open
+//! connections and [`STEERING_SLACK`] picks of the least loaded — so at low load one reactor
+//! serves while the others sleep (a reactor woken for every other connection costs more CPU per connection: see
+//! BENCHMARKS.md, "Many cores"), and at saturation they take turns. Where the kernel refuses
+//! the program (no `CAP_BPF`), and with [`Steering::Hash`], the kernel's hash of the 4-tuple
+//! spreads them (socket(7)): even, and blind to load.
 //!
 //! A reactor that leaves the group, or the group shutting down, never resets a connection
 //! queued on a listening socket: each listener takes its accept queue before it closes
@@ -12,7 +20,9 @@
 //! 5.14, per network namespace; off by default) the kernel also moves connections that
 //! complete their handshake on a closing listener to a sibling in the group, which closes the
 //! window a handshake completing between the sweep and the close leaves, for a reactor that
-//! leaves while its siblings serve on. One kernel race remains: a handshake whose final ACK
+//! leaves while its siblings serve on (by the hash: the steering program is attached as
+//! `BPF_SK_REUSEPORT_SELECT`, which leaves migration to the kernel, `reuseport_migrate_sock`
+//! in net/core/sock_reuseport.c). One kernel race remains: a handshake whose final ACK
 //! is being processed at the very instant of the close is reset (`inet_csk_reqsk_queue_add`
 //! finds the listener closed and calls `inet_child_forget`, net/ipv4/inet_connection_sock.c)
 //! before the client's `connect` returns. No program on either side ever held such a
@@ -37,7 +47,7 @@ use crate::sys;
 
 mod steering;
 pub(crate) use steering::SteeringSlot;
-pub use steering::{SLACK as STEERING_SLACK, Steering};
+pub use steering::{LOAD_SLACK as STEERING_LOAD_SLACK, SLACK as STEERING_SLACK, Steering};
 
 /// How a [`Group`] is made.
 ///
@@ -61,6 +71,13 @@ pub struct GroupOptions {
     /// Which reactor gets a new connection (default [`Steering::PreferAwake`], which falls
     /// back to [`Steering::Hash`] where the kernel refuses its program).
     pub steering: Steering,
+    /// With [`Steering::PreferAwake`]: how many more connections (given and not closed yet)
+    /// than the least loaded reactor an awake reactor (or the one picked last) may hold and
+    /// still be given the next one instead of waking another (default
+    /// [`STEERING_LOAD_SLACK`], 2). Higher saves wake-ups — and CPU per connection — when
+    /// many short connections arrive at partial load; lower spreads a few long-lived
+    /// connections evenly. BENCHMARKS.md ("Many cores") measures both.
+    pub steering_load_slack: u32,
 }
 
 impl GroupOptions {
@@ -72,7 +89,13 @@ impl GroupOptions {
             reactor: ReactorOptions::new(),
             shutdown_on_signals: None,
             steering: Steering::default(),
+            steering_load_slack: steering::LOAD_SLACK,
         }
+    }
+    /// Sets [`steering_load_slack`](Self::steering_load_slack).
+    pub fn steering_load_slack(mut self, slack: u32) -> Self {
+        self.steering_load_slack = slack;
+        self
     }
     /// Sets [`steering`](Self::steering).
     pub fn steering(mut self, steering: Steering) -> Self {
@@ -145,6 +168,8 @@ pub struct Group<A: 'static = ()> {
     adopted: bool,
     /// The steering in effect.
     steering: Steering,
+    /// Its program and maps, with [`Steering::PreferAwake`] in effect.
+    steerer: Option<Arc<steering::Steerer>>,
 }
 
 /// A member's thread: it returns the reactor's counters once the reactor stops.
@@ -260,7 +285,7 @@ impl<A: Default + 'static> Group<A> {
                     && listeners.iter().all(|own| own.len() == 1) =>
             {
                 let fds: Vec<_> = listeners.iter().map(|own| own[0].as_fd()).collect();
-                match steering::Steerer::install(&fds) {
+                match steering::Steerer::install(&fds, options.steering_load_slack) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         log::info!(
@@ -283,6 +308,7 @@ impl<A: Default + 'static> Group<A> {
             } else {
                 Steering::Hash
             },
+            steerer: steerer.clone(),
         };
         for (index, own) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
@@ -424,10 +450,17 @@ impl<A: 'static> Group<A> {
     ) -> Result<()> {
         let wakers: Vec<Waker<A>> = self.members.iter().map(|(w, _)| w.clone()).collect();
         let asked = wakers.clone();
+        let steerer = self.steerer.clone();
         // Copies are made at each offer, by the reactors themselves: only the sockets they
         // still accept on, and none kept between offers (a copy held here would keep a
         // closed listener's queue alive, its connects neither refused nor served).
         let copies = Box::new(move || {
+            // The successor steers the sockets with its own program, which it can only if
+            // they left ours; meanwhile, and for good if the handover fails, the kernel's
+            // hash spreads connections.
+            if let Some(steerer) = &steerer {
+                steerer.withdraw();
+            }
             let mut all = Vec::new();
             for waker in &asked {
                 all.extend(crate::handover::ask_copies(waker)?);

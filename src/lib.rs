@@ -236,7 +236,7 @@ pub mod timers;
 pub use context::Context;
 pub use error::{Error, Result};
 pub use event::{CloseInfo, CloseReason, Deadline, Event, ListenerEvent, ReadyState};
-pub use group::{Group, GroupOptions, Member, STEERING_SLACK, Steering};
+pub use group::{Group, GroupOptions, Member, STEERING_LOAD_SLACK, STEERING_SLACK, Steering};
 pub use handler::Handler;
 pub use id::{ListenerId, PipeId, SocketId};
 pub use options::{ConnectOptions, DEFAULT_HIGH_WATER_MARK, ListenOptions, ReactorOptions};

@@ -595,9 +595,14 @@ impl<A: Default> Reactor<A> {
         self.socket_batch = batch;
         self.deliver(handler);
         self.cx.reclaim();
-        if self.steering.is_some() && self.cx.listeners.is_empty() {
-            // No listener takes new connections here any more: out of the group's choice.
-            self.steering = None;
+        if let Some(s) = &mut self.steering {
+            if self.cx.listeners.is_empty() {
+                // No listener takes new connections here any more: out of the group's choice.
+                self.steering = None;
+            } else {
+                let accepted = self.cx.stats.accepted;
+                s.publish(accepted, accepted - self.cx.accepted_closed);
+            }
         }
         if self.cx.shutdown == ShutdownPhase::Draining
             && self.cx.sockets.is_empty()

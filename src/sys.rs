@@ -15,6 +15,7 @@
 //! | `pipe2` | — | — | `EMFILE`/`ENFILE`: no kernel pipe, the pipe copies instead |
 //! | `close` | never (Linux frees the fd even when `close` says `EINTR`) | — | ignored |
 //! | `epoll_wait` | `EINTR` is a turn with no events | — | returned from `run`/`run_once` |
+//! | `bpf`, `mmap`, `setsockopt(SO_ATTACH_REUSEPORT_EBPF)` (a group's steering, once at start) | `EINTR` | — | the group falls back to the kernel's hash (`EPERM` without `CAP_BPF`, `EINVAL` on kernels without the mapped array) |
 //!
 //! `EINTR` is retried inside each function, so no caller can lose a wake-up to it: a send
 //! interrupted before it moved a byte is simply made again. (Linux restarts these calls on
@@ -687,6 +688,7 @@ pub(crate) mod bpf {
     pub(crate) const F_MMAPABLE: u32 = 1 << 10;
     pub(crate) const CMD_MAP_CREATE: libc::c_int = 0;
     pub(crate) const CMD_MAP_UPDATE_ELEM: libc::c_int = 2;
+    pub(crate) const CMD_MAP_DELETE_ELEM: libc::c_int = 3;
     pub(crate) const CMD_PROG_LOAD: libc::c_int = 5;
 }
 
@@ -777,6 +779,22 @@ pub(crate) fn bpf_map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> i
         flags: 0,
     };
     bpf_call(bpf::CMD_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `bpf(BPF_MAP_DELETE_ELEM)`: `key` must have the map's key size; `ENOENT` (nothing there)
+/// is not an error.
+pub(crate) fn bpf_map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
+    let mut attr = BpfMapElem {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: 0,
+        flags: 0,
+    };
+    match bpf_call(bpf::CMD_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// `bpf(BPF_PROG_LOAD)`: loads `insns` (encoded `struct bpf_insn`s). When the verifier

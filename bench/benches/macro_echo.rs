@@ -48,6 +48,10 @@
 //! - `FINWAIT_BENCH_REACTORS` — `1` (default: after the peer table), `0` (skip), `only`
 //!   (only this comparison)
 //! - `FINWAIT_BENCH_REACTORS_SCENARIOS` — comma list (default `bulk,pingpong,churn`)
+//! - `FINWAIT_BENCH_REACTORS_SERVERS` — comma list (default
+//!   `reactors1,reactors2,reactors2-hash,reactors2-unbounded`): `reactors2-hash` is the
+//!   group with `--steering hash`, `reactors2-unbounded` with `--steering awake:1000000`,
+//!   each shown in an informative table against `reactors1`
 //! - `FINWAIT_BENCH_REACTORS_SERVER_CPUS` (default `0`: both reactor threads share CPU 0,
 //!   like the one-reactor server; see BENCHMARKS.md for why), `FINWAIT_BENCH_REACTORS_CLIENT_CPUS`
 //!   (default `1`): CPU lists as taskset takes them (`0,1`); `FINWAIT_BENCH_PIN=0` disables
@@ -98,9 +102,24 @@ const SCENARIOS: [&str; 4] = ["bulk", "pingpong", "churn", "idle"];
 /// The many-cores comparison: the same finwait echo with one reactor and with a group of two.
 const REACTORS1: &str = "reactors1";
 const REACTORS2: &str = "reactors2";
-const REACTORS: [Variant; 2] = [
+/// The group with the kernel's hash instead of its default steering: the design before it.
+const REACTORS2_HASH: &str = "reactors2-hash";
+/// The group steered with a load slack that never binds (short connections concentrate on
+/// the awake reactor; long-lived ones may too).
+const REACTORS2_UNBOUNDED: &str = "reactors2-unbounded";
+const REACTORS: [Variant; 4] = [
     variant(REACTORS1, "echo", &["--reactors", "1"]),
     variant(REACTORS2, "echo", &["--reactors", "2"]),
+    variant(
+        REACTORS2_HASH,
+        "echo",
+        &["--reactors", "2", "--steering", "hash"],
+    ),
+    variant(
+        REACTORS2_UNBOUNDED,
+        "echo",
+        &["--reactors", "2", "--steering", "awake:1000000"],
+    ),
 ];
 const REACTOR_SCENARIOS: [&str; 3] = ["bulk", "pingpong", "churn"];
 /// The target: the group's server CPU per operation against one reactor's.
@@ -290,8 +309,16 @@ fn main() -> ExitCode {
         }
     }
     if many {
+        let wanted = env_list(
+            "FINWAIT_BENCH_REACTORS_SERVERS",
+            &REACTORS.iter().map(|v| v.name).collect::<Vec<_>>(),
+        );
         let phase = Phase {
-            variants: REACTORS.to_vec(),
+            variants: REACTORS
+                .iter()
+                .filter(|v| wanted.iter().any(|w| w == v.name))
+                .cloned()
+                .collect(),
             scenarios: env_list("FINWAIT_BENCH_REACTORS_SCENARIOS", &REACTOR_SCENARIOS)
                 .into_iter()
                 .filter(|s| s != "idle")
@@ -308,6 +335,16 @@ fn main() -> ExitCode {
         let (results, failed) = run_phase(&cfg, &phase);
         failures += failed;
         target_failures += print_pair(&results, &REACTORS_PAIR);
+        if phase.variants.iter().any(|v| v.name == REACTORS2_HASH) {
+            println!();
+            println!("The same group with the kernel's hash instead of steering (informative):");
+            let _ = print_pair(&results, &HASH_PAIR);
+        }
+        if phase.variants.iter().any(|v| v.name == REACTORS2_UNBOUNDED) {
+            println!();
+            println!("The same group steered with a load slack that never binds (informative):");
+            let _ = print_pair(&results, &UNBOUNDED_PAIR);
+        }
     }
     eprintln!(
         "macro_echo: {failures} failed run(s), {target_failures} target(s) missed (targets are \
@@ -1091,6 +1128,28 @@ const REACTORS_PAIR: Pair = Pair {
     base_label: "--reactors 1",
     new_label: "--reactors 2",
     ratio_label: "2/1",
+    bound: REACTORS_BOUND,
+    threads: true,
+};
+
+/// The group spreading by the kernel's hash, against one reactor (informative).
+const HASH_PAIR: Pair = Pair {
+    base: REACTORS1,
+    new: REACTORS2_HASH,
+    base_label: "--reactors 1",
+    new_label: "--reactors 2 --steering hash",
+    ratio_label: "hash/1",
+    bound: REACTORS_BOUND,
+    threads: true,
+};
+
+/// The group steered with an unbounded load slack, against one reactor (informative).
+const UNBOUNDED_PAIR: Pair = Pair {
+    base: REACTORS1,
+    new: REACTORS2_UNBOUNDED,
+    base_label: "--reactors 1",
+    new_label: "--reactors 2 --steering awake:1000000",
+    ratio_label: "unbounded/1",
     bound: REACTORS_BOUND,
     threads: true,
 };

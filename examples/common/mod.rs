@@ -14,6 +14,7 @@ use std::time::Duration;
 use finwait::handover::{self, Offer, Offered};
 use finwait::{
     Context, Group, GroupOptions, Handler, ListenOptions, ListenerId, Reactor, ReactorOptions,
+    Steering,
 };
 
 /// The options every example server takes (CONTRACT.md).
@@ -31,6 +32,10 @@ pub struct Server {
     /// `--reuse-port`: bind `--listen` with `SO_REUSEPORT` (one reactor; a group always
     /// does), so that another process can bind the same port — the naive restart.
     pub reuse_port: bool,
+    /// `--steering hash|awake[:SLACK]` (default awake): how a group spreads new connections,
+    /// and the load slack of `awake`.
+    pub steering: Steering,
+    pub steering_load_slack: Option<u32>,
 }
 
 /// The lines of `--help` for the options every server takes besides `--listen`,
@@ -50,6 +55,11 @@ macro_rules! common_help {
                               passed by systemd (LISTEN_FDS) are adopted first
   --reuse-port                bind --listen with SO_REUSEPORT, so that a second instance can
                               bind the same port (a group of --reactors always does)
+  --steering awake[:N]|hash   how a group of --reactors spreads new connections: awake (the
+                              default) prefers a reactor that is awake while it holds fewer
+                              than N (default 2) connections more than the least loaded (a
+                              BPF program; needs CAP_BPF, else the hash); hash leaves it to
+                              the kernel's hash of the 4-tuple
 "
     };
 }
@@ -68,6 +78,8 @@ pub fn parse_args<O>(
         reactors: 1,
         handover: None,
         reuse_port: false,
+        steering: Steering::PreferAwake,
+        steering_load_slack: None,
     };
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
@@ -93,6 +105,18 @@ pub fn parse_args<O>(
                 server.handover = Some(path);
             }
             Long("reuse-port") => server.reuse_port = true,
+            Long("steering") => {
+                let text = args.value()?.to_string_lossy().into_owned();
+                let bad = || invalid("steering", &text, "expected awake, awake:N or hash");
+                (server.steering, server.steering_load_slack) = match text.split_once(':') {
+                    None if text == "awake" => (Steering::PreferAwake, None),
+                    None if text == "hash" => (Steering::Hash, None),
+                    Some(("awake", n)) => {
+                        (Steering::PreferAwake, Some(n.parse().map_err(|_| bad())?))
+                    }
+                    _ => return Err(bad().into()),
+                };
+            }
             Short('h') | Long("help") => return Ok(None),
             Long(name) => {
                 let name = name.to_owned();
@@ -168,7 +192,12 @@ pub fn serve<A: Default + 'static, H: Handler<A> + 'static>(
     }
     let group_options = GroupOptions::new(server.reactors)
         .listen(options)
-        .shutdown_on_signals(Some(grace));
+        .shutdown_on_signals(Some(grace))
+        .steering(server.steering);
+    let group_options = match server.steering_load_slack {
+        Some(slack) => group_options.steering_load_slack(slack),
+        None => group_options,
+    };
     let make = move |_| make();
     let group = match source {
         Sockets::Inherited(offered) => {
@@ -229,6 +258,7 @@ pub fn serve<A: Default + 'static, H: Handler<A> + 'static>(
             group
         }
     };
+    log::info!("{} reactors, steering {:?}", group.len(), group.steering());
     print_listening(group.local_addr())?;
     for (index, stats) in group.join()?.iter().enumerate() {
         log::info!("reactor {index} stopped: {stats}");

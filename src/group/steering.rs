@@ -6,22 +6,26 @@
 //! every reactor sleep and wake for its share — a burst one reactor would take in one wake-up
 //! costs N reactors a wake-up each, and each wakes to a cache its siblings evicted
 //! (BENCHMARKS.md, "Why churn misses"). [`Steering::PreferAwake`] attaches a program
-//! (`SO_ATTACH_REUSEPORT_EBPF`, socket(7); `bpf_sk_select_reuseport`, bpf-helpers(7)) that picks,
-//! for each new connection, among the reactors within [`SLACK`] connections of the least
-//! loaded one:
+//! (`SO_ATTACH_REUSEPORT_EBPF`, socket(7); `bpf_sk_select_reuseport`, bpf-helpers(7)) that
+//! picks, for each new connection, among the reactors within two bounds — a load
+//! (connections picked and not closed yet) less than the least loaded reactor's plus the load
+//! slack (default [`LOAD_SLACK`]), and picks fewer than the least picked one's plus
+//! [`SLACK`]:
 //!
-//! 1. an awake reactor (one not blocked in `epoll_wait`), the least loaded of them — at
-//!    saturation every reactor is awake and they take turns;
+//! 1. the least loaded awake reactor (one not blocked in `epoll_wait`) — at saturation every
+//!    reactor is awake and the load decides;
 //! 2. else the reactor picked last (its cache is the warm one) — at low load one reactor
 //!    serves while the others sleep;
-//! 3. else the least loaded one.
+//! 3. else the least loaded one within the bounds, and if the two bounds leave none (a
+//!    reactor with long-lived connections that was picked less), the least loaded.
 //!
-//! Each reactor publishes "awake" in a BPF array mapped into the process (two stores per
-//! blocking `epoll_wait`, no syscall); the program counts its picks in the same array. So
-//! the picks per reactor never drift more than [`SLACK`] apart (plus the SYNs that race on
-//! other CPUs), and a group still spreads evenly over many connections. A reactor leaving
-//! the group is taken out of the choice first; a pick the kernel cannot honour (a listener
-//! closed meanwhile) falls back to the hash.
+//! Each reactor publishes in a BPF array mapped into the process (no syscall): "awake", set
+//! around each blocking `epoll_wait`, and after each turn how many accepted connections it
+//! holds open; the program counts its picks, and the picks not accepted yet, in the same
+//! array. So a few long-lived connections spread within the load slack, and many short ones
+//! within [`SLACK`] picks (plus the SYNs that race on other CPUs). A reactor leaving the
+//! group is taken out of the choice; a pick the kernel cannot honour (a listener closed
+//! meanwhile) falls back to the hash.
 //!
 //! Loading needs `CAP_BPF` (or `CAP_SYS_ADMIN`) where unprivileged BPF is off, the default
 //! on most distributions, and Linux 5.5 for the mapped array: a kernel that refuses leaves
@@ -32,44 +36,90 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::sys::{self, bpf};
 
-/// How a [`Group`](crate::Group) spreads new connections over its reactors.
+/// How a [`Group`](crate::Group) spreads new connections over its reactors
+/// ([`GroupOptions::steering`](crate::GroupOptions::steering)).
+///
+/// The kernel picks a group member's listener at each connection's SYN. With the hash it is
+/// even and blind to load: at partial load every reactor sleeps and wakes for its share, and
+/// each wake-up costs CPU (scheduling, a cache its siblings evicted). With
+/// [`PreferAwake`](Steering::PreferAwake), one reactor serves a quiet group while the others
+/// sleep, busy reactors share by load, no reactor is given a connection while it holds
+/// the load slack ([`GroupOptions::steering_load_slack`](crate::GroupOptions::steering_load_slack),
+/// default [`LOAD_SLACK`]) more than the least loaded one, and none while it was given [`SLACK`]
+/// more than the least picked one — unless the least loaded is that one.
+///
+/// ```no_run
+/// use finwait::{Context, Event, Group, GroupOptions, SocketId, Steering};
+///
+/// let group = Group::listen("127.0.0.1:0", GroupOptions::new(2), |_| {
+///     |_: &mut Context, _: SocketId, _: Event<'_>| {}
+/// })?;
+/// // Without CAP_BPF the kernel refuses the program, and the hash decides.
+/// println!("steering: {:?}", group.steering());
+/// # Ok::<(), finwait::Error>(())
+/// ```
+///
+/// Not guaranteed: which reactor serves a given connection, or an exact spread over a short
+/// run; the hash's spread is statistical, the program's bounded as above, give or take the
+/// SYNs that race with each other on different CPUs and the turn a reactor takes to publish
+/// its closes. The program decides for the whole port: a
+/// socket another process binds to it with `SO_REUSEPORT` gets connections only while no
+/// reactor of this group takes them, or once that process attaches a program of its own
+/// (the last one attached decides). A handover passes the same sockets on and needs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Steering {
     /// The kernel's hash of the 4-tuple: even and independent of load.
     Hash,
-    /// A BPF program prefers a reactor that is awake, then the one picked last, within
-    /// [`SLACK`] connections of the least loaded reactor (the module docs of `group` say
-    /// more). Falls back to [`Hash`](Steering::Hash) where the kernel refuses the program.
+    /// A socket-reuseport BPF program (`SO_ATTACH_REUSEPORT_EBPF`, socket(7);
+    /// `bpf_sk_select_reuseport`, bpf-helpers(7)) picks, among the reactors fewer than
+    /// the load slack in connections of load (picked and not closed yet) and [`SLACK`] picks
+    /// ahead of the least: the least loaded awake reactor (one not blocked in `epoll_wait`),
+    /// else the reactor picked last, else the least loaded. Reactors publish "awake" and
+    /// their open connections in memory shared with the program (no syscall). Needs
+    /// `CAP_BPF` (or `CAP_SYS_ADMIN`) where unprivileged BPF is off, the default on most
+    /// distributions, and Linux 5.5; falls back to [`Hash`](Steering::Hash) where the kernel
+    /// refuses it, and for groups of more than 64 reactors.
     #[default]
     PreferAwake,
 }
 
-/// How many connections more than the least loaded reactor a reactor may be given because
-/// it is awake or was picked last: the bound on the imbalance [`Steering::PreferAwake`]
-/// trades for fewer wake-ups.
+/// How many picks (connections given) more than the least picked reactor a reactor may be
+/// given because it is awake or was picked last: over many short connections, the bound on
+/// the imbalance [`Steering::PreferAwake`] trades for fewer wake-ups.
 pub const SLACK: u64 = 64;
 
 /// The most reactors [`Steering::PreferAwake`] steers (the program is unrolled per
 /// reactor); a larger group uses the hash.
 pub(crate) const MAX_REACTORS: usize = 64;
 
-/// Per reactor in the shared array: `awake: u32`, `present: u32`, `picks: u64`.
-const ENTRY: usize = 16;
+/// The default of [`GroupOptions::steering_load_slack`](crate::GroupOptions::steering_load_slack):
+/// how much more load (connections given and not closed yet) than the least loaded reactor a
+/// reactor may have and still be given one because it is awake or was picked last. Small,
+/// so that a few long-lived connections spread over the group.
+pub const LOAD_SLACK: u32 = 2;
+
+/// Per reactor in the shared array. Written by the program: `picks` (connections given to
+/// it), `pending` (given, not accepted yet: the reactor subtracts what it accepts). Written
+/// by the reactor: `awake`, `present`, `open` (accepted connections not closed yet).
+const ENTRY: usize = 32;
 const AWAKE: usize = 0;
 const PRESENT: usize = 4;
 const PICKS: usize = 8;
+const PENDING: usize = 16;
+const OPEN: usize = 24;
 
 /// The program and maps steering one group; dropped with the group's last reactor.
 pub(crate) struct Steerer {
     state: MappedArray,
-    // Kept so the maps and program live as long as the group (the attached program holds
-    // them too; these make the lifetime ours rather than the kernel's).
-    _sockets: OwnedFd,
+    /// The `REUSEPORT_SOCKARRAY` of the listeners. A socket can be in one such array at a
+    /// time (`EBUSY` otherwise), which is why a handover [withdraws](Steerer::withdraw) them.
+    sockets: OwnedFd,
+    // Kept so the program lives as long as the group (the kernel holds it while attached).
     _prog: OwnedFd,
 }
 
@@ -85,7 +135,10 @@ impl Steerer {
     /// Loads the program for `listeners` (one per reactor, in index order, all of one
     /// `SO_REUSEPORT` group) and attaches it to their group. No reactor is present yet: until
     /// one [`joins`](Steerer::join), the hash decides.
-    pub(crate) fn install(listeners: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Arc<Steerer>> {
+    pub(crate) fn install(
+        listeners: &[std::os::fd::BorrowedFd<'_>],
+        load_slack: u32,
+    ) -> io::Result<Arc<Steerer>> {
         let n = listeners.len();
         if !(2..=MAX_REACTORS).contains(&n) {
             return Err(io::Error::new(
@@ -114,6 +167,7 @@ impl Steerer {
         }
         let insns = program(
             n,
+            load_slack,
             std::os::fd::AsRawFd::as_raw_fd(&state._fd),
             std::os::fd::AsRawFd::as_raw_fd(&sockets),
         );
@@ -126,9 +180,20 @@ impl Steerer {
         sys::attach_reuseport_prog(listeners[0], prog.as_fd())?;
         Ok(Arc::new(Steerer {
             state,
-            _sockets: sockets,
+            sockets,
             _prog: prog,
         }))
+    }
+
+    /// Takes the listeners out of this group's choice for good (the kernel's hash decides
+    /// from now on), so that a successor the sockets are handed to can steer them with its
+    /// own program: a socket sits in one `REUSEPORT_SOCKARRAY` at a time.
+    pub(crate) fn withdraw(&self) {
+        for i in 0..self.state.reactors {
+            if let Err(e) = sys::bpf_map_delete(self.sockets.as_fd(), &(i as u32).to_ne_bytes()) {
+                log::warn!("group steering: cannot withdraw listener {i}: {e}");
+            }
+        }
     }
 
     /// Reactor `index` takes part in the choice from now on (awake: it has not polled yet).
@@ -136,6 +201,7 @@ impl Steerer {
         let slot = SteeringSlot {
             steerer: Arc::clone(self),
             index,
+            accepted: 0,
         };
         slot.word(AWAKE).store(1, Ordering::Relaxed);
         slot.word(PRESENT).store(1, Ordering::Relaxed);
@@ -163,12 +229,15 @@ impl Drop for MappedArray {
     }
 }
 
-/// One reactor's place in its group's steering: it says when it sleeps and wakes, and
-/// leaves the choice when its listener stops accepting (or it is dropped).
+/// One reactor's place in its group's steering: it says when it sleeps and wakes, what it
+/// accepted and closed, and leaves the choice when its listener stops accepting (or it is
+/// dropped).
 #[derive(Debug)]
 pub(crate) struct SteeringSlot {
     steerer: Arc<Steerer>,
     index: usize,
+    /// Accepts already subtracted from `pending`.
+    accepted: u64,
 }
 
 impl SteeringSlot {
@@ -179,6 +248,31 @@ impl SteeringSlot {
         // per reactor), 4-aligned (page-aligned mapping, 4-aligned offsets), and shared only
         // through atomic accesses and the kernel's aligned loads.
         unsafe { &*(self.steerer.state.ptr.as_ptr().add(offset) as *const AtomicU32) }
+    }
+
+    fn word64(&self, field: usize) -> &AtomicU64 {
+        debug_assert!(self.index < self.steerer.state.reactors);
+        let offset = self.index * ENTRY + field;
+        // SAFETY: as in `word`; 64-bit fields sit at 8-aligned offsets.
+        unsafe { &*(self.steerer.state.ptr.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// Publishes this reactor's load after a turn: `accepted` connections taken off its
+    /// listener so far, `open` of them not closed yet. Their picks stop being pending (never
+    /// below zero: a connection the kernel gave by the hash was never counted as pending).
+    pub(crate) fn publish(&mut self, accepted: u64, open: u64) {
+        // `open` first: in between, the program sees an accepted connection twice (pending
+        // and open) rather than not at all, and errs toward spreading.
+        self.word64(OPEN).store(open, Ordering::Relaxed);
+        let new = accepted - self.accepted;
+        if new > 0 {
+            self.accepted = accepted;
+            let _ = self
+                .word64(PENDING)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                    Some(p.saturating_sub(new))
+                });
+        }
     }
 
     /// Called around a blocking `epoll_wait`: `false` before, `true` after.
@@ -231,6 +325,7 @@ pub(crate) mod op {
     pub(crate) const MOV64_IMM: u8 = 0xb7;
     pub(crate) const MOV64_REG: u8 = 0xbf;
     pub(crate) const ADD64_IMM: u8 = 0x07;
+    pub(crate) const ADD64_REG: u8 = 0x0f;
     pub(crate) const LDX_W: u8 = 0x61;
     pub(crate) const LDX_DW: u8 = 0x79;
     pub(crate) const ST_W: u8 = 0x62;
@@ -302,17 +397,19 @@ impl Asm {
 
 /// The steering program for `n` reactors, as described in the module docs: `state` is the
 /// mapped array's fd, `sockets` the `REUSEPORT_SOCKARRAY` of the listeners.
-///
-/// Registers: r6 the context, r7 the array value, r8 the bound (least picks + [`SLACK`]),
-/// r9 the reactor chosen (-1: none yet), r4 the picks of the best candidate.
-pub(crate) fn program(n: usize, state: i32, sockets: i32) -> Vec<u64> {
-    program_insns(n, state, sockets)
+pub(crate) fn program(n: usize, load_slack: u32, state: i32, sockets: i32) -> Vec<u64> {
+    program_insns(n, load_slack, state, sockets)
         .into_iter()
         .map(Insn::encode)
         .collect()
 }
 
-pub(crate) fn program_insns(n: usize, state: i32, sockets: i32) -> Vec<Insn> {
+/// [`program`] before encoding.
+///
+/// Registers: r6 the context, r7 the array value, r8 the picks bound (least picks +
+/// [`SLACK`]), r5 the load bound (least load + `load_slack`), r9 the reactor chosen
+/// (-1: none yet), r4 the load of the best candidate so far; r1-r3 scratch.
+pub(crate) fn program_insns(n: usize, load_slack: u32, state: i32, sockets: i32) -> Vec<Insn> {
     use op::*;
     let at = |i: usize, field: usize| (i * ENTRY + field) as i16;
     let sticky = (n * ENTRY) as i16;
@@ -327,59 +424,85 @@ pub(crate) fn program_insns(n: usize, state: i32, sockets: i32) -> Vec<Insn> {
     a.i(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM);
     a.jump(JEQ_IMM, 0, 0, 0, pass);
     a.i(MOV64_REG, 7, 0, 0, 0);
-    // r8 = the least picks of a present reactor.
+    // r1 = the load of reactor i: picked but not accepted yet, plus accepted and open.
+    let load = |a: &mut Asm, i: usize| {
+        a.i(LDX_DW, 1, 7, at(i, PENDING), 0);
+        a.i(LDX_DW, 3, 7, at(i, OPEN), 0);
+        a.i(ADD64_REG, 1, 3, 0, 0);
+    };
+    // r8 = the least picks, r5 the least load, of a present reactor.
     a.i(MOV64_IMM, 8, 0, 0, -1);
+    a.i(MOV64_IMM, 5, 0, 0, -1);
     for i in 0..n {
         let next = a.label();
+        let fewer_picks_done = a.label();
         a.i(LDX_W, 1, 7, at(i, PRESENT), 0);
         a.jump(JEQ_IMM, 1, 0, 0, next);
         a.i(LDX_DW, 1, 7, at(i, PICKS), 0);
-        a.jump(JGE_REG, 1, 8, 0, next);
+        a.jump(JGE_REG, 1, 8, 0, fewer_picks_done);
         a.i(MOV64_REG, 8, 1, 0, 0);
+        a.bind(fewer_picks_done);
+        load(&mut a, i);
+        a.jump(JGE_REG, 1, 5, 0, next);
+        a.i(MOV64_REG, 5, 1, 0, 0);
         a.bind(next);
     }
     a.jump(JEQ_IMM, 8, 0, -1, pass);
     a.i(ADD64_IMM, 8, 0, 0, SLACK as i32);
+    a.i(ADD64_IMM, 5, 0, 0, load_slack.min(i32::MAX as u32) as i32);
     a.i(MOV64_IMM, 9, 0, 0, -1);
     a.i(MOV64_IMM, 4, 0, 0, -1);
-    // 1. The least loaded awake reactor within the bound.
-    for i in 0..n {
-        let next = a.label();
+    // Jumps to `next` unless reactor i is present and within both bounds; leaves its load
+    // in r1.
+    let eligible = |a: &mut Asm, i: usize, next: Label| {
         a.i(LDX_W, 1, 7, at(i, PRESENT), 0);
-        a.jump(JEQ_IMM, 1, 0, 0, next);
-        a.i(LDX_W, 1, 7, at(i, AWAKE), 0);
         a.jump(JEQ_IMM, 1, 0, 0, next);
         a.i(LDX_DW, 1, 7, at(i, PICKS), 0);
         a.jump(JGE_REG, 1, 8, 0, next);
+        load(a, i);
+        a.jump(JGE_REG, 1, 5, 0, next);
+    };
+    // Makes reactor i (load in r1) the choice if its load is below the best so far.
+    let keep_least = |a: &mut Asm, i: usize, next: Label| {
         a.jump(JGE_REG, 1, 4, 0, next);
         a.i(MOV64_REG, 4, 1, 0, 0);
         a.i(MOV64_IMM, 9, 0, 0, i as i32);
+    };
+    // 1. The least loaded awake reactor within the bounds.
+    for i in 0..n {
+        let next = a.label();
+        a.i(LDX_W, 1, 7, at(i, AWAKE), 0);
+        a.jump(JEQ_IMM, 1, 0, 0, next);
+        eligible(&mut a, i, next);
+        keep_least(&mut a, i, next);
         a.bind(next);
     }
     a.jump(JNE_IMM, 9, 0, -1, select);
-    // 2. The reactor picked last, if within the bound.
+    // 2. The reactor picked last, if within the bounds.
     a.i(LDX_W, 2, 7, sticky, 0);
     for i in 0..n {
         let next = a.label();
         a.jump(JNE_IMM, 2, 0, i as i32, next);
-        a.i(LDX_W, 1, 7, at(i, PRESENT), 0);
-        a.jump(JEQ_IMM, 1, 0, 0, next);
-        a.i(LDX_DW, 1, 7, at(i, PICKS), 0);
-        a.jump(JGE_REG, 1, 8, 0, next);
+        eligible(&mut a, i, next);
         a.i(MOV64_IMM, 9, 0, 0, i as i32);
         a.jump(JA, 0, 0, 0, select);
         a.bind(next);
     }
-    // 3. The least loaded reactor.
+    // 3. The least loaded reactor within the bounds.
+    for i in 0..n {
+        let next = a.label();
+        eligible(&mut a, i, next);
+        keep_least(&mut a, i, next);
+        a.bind(next);
+    }
+    a.jump(JNE_IMM, 9, 0, -1, select);
+    // 4. The bounds disagree (the least loaded reactor is ahead in picks): the least loaded.
     for i in 0..n {
         let next = a.label();
         a.i(LDX_W, 1, 7, at(i, PRESENT), 0);
         a.jump(JEQ_IMM, 1, 0, 0, next);
-        a.i(LDX_DW, 1, 7, at(i, PICKS), 0);
-        a.jump(JGE_REG, 1, 8, 0, next);
-        a.jump(JGE_REG, 1, 4, 0, next);
-        a.i(MOV64_REG, 4, 1, 0, 0);
-        a.i(MOV64_IMM, 9, 0, 0, i as i32);
+        load(&mut a, i);
+        keep_least(&mut a, i, next);
         a.bind(next);
     }
     a.jump(JEQ_IMM, 9, 0, -1, pass);
@@ -399,6 +522,7 @@ pub(crate) fn program_insns(n: usize, state: i32, sockets: i32) -> Vec<Insn> {
         let next = a.label();
         a.jump(JNE_IMM, 9, 0, i as i32, next);
         a.i(XADD_DW, 7, 1, at(i, PICKS), 0);
+        a.i(XADD_DW, 7, 1, at(i, PENDING), 0);
         a.jump(JA, 0, 0, 0, counted);
         a.bind(next);
     }

@@ -11,6 +11,8 @@ struct State {
     awake: Vec<bool>,
     present: Vec<bool>,
     picks: Vec<u64>,
+    pending: Vec<u64>,
+    open: Vec<u64>,
     sticky: u32,
     listening: Vec<bool>,
 }
@@ -24,6 +26,8 @@ impl State {
             v[i * ENTRY + PRESENT..][..4]
                 .copy_from_slice(&u32::from(self.present[i]).to_ne_bytes());
             v[i * ENTRY + PICKS..][..8].copy_from_slice(&self.picks[i].to_ne_bytes());
+            v[i * ENTRY + PENDING..][..8].copy_from_slice(&self.pending[i].to_ne_bytes());
+            v[i * ENTRY + OPEN..][..8].copy_from_slice(&self.open[i].to_ne_bytes());
         }
         v[n * ENTRY..][..4].copy_from_slice(&self.sticky.to_ne_bytes());
         v
@@ -32,6 +36,8 @@ impl State {
         let n = self.awake.len();
         for i in 0..n {
             self.picks[i] = u64::from_ne_bytes(v[i * ENTRY + PICKS..][..8].try_into().unwrap());
+            self.pending[i] = u64::from_ne_bytes(v[i * ENTRY + PENDING..][..8].try_into().unwrap());
+            self.open[i] = u64::from_ne_bytes(v[i * ENTRY + OPEN..][..8].try_into().unwrap());
         }
         self.sticky = u32::from_ne_bytes(v[n * ENTRY..][..4].try_into().unwrap());
     }
@@ -40,26 +46,29 @@ impl State {
 /// The policy: which reactor is asked for (None: the program leaves it to the hash).
 fn model(s: &State) -> Option<usize> {
     let n = s.awake.len();
-    let least = (0..n).filter(|&i| s.present[i]).map(|i| s.picks[i]).min()?;
-    let bound = least + SLACK;
-    let eligible = |i: usize| s.present[i] && s.picks[i] < bound;
-    let least_of = |it: &mut dyn Iterator<Item = usize>| {
+    let load = |i: usize| s.pending[i] + s.open[i];
+    let present: Vec<usize> = (0..n).filter(|&i| s.present[i]).collect();
+    let picks_bound = present.iter().map(|&i| s.picks[i]).min()? + SLACK;
+    let load_bound = present.iter().map(|&i| load(i)).min()? + u64::from(LOAD_SLACK);
+    let eligible = |i: usize| s.present[i] && s.picks[i] < picks_bound && load(i) < load_bound;
+    let least_loaded = |it: &mut dyn Iterator<Item = usize>| {
         let mut best: Option<usize> = None;
         for i in it {
-            if best.is_none_or(|b| s.picks[i] < s.picks[b]) {
+            if best.is_none_or(|b| load(i) < load(b)) {
                 best = Some(i);
             }
         }
         best
     };
-    if let Some(i) = least_of(&mut (0..n).filter(|&i| eligible(i) && s.awake[i])) {
+    if let Some(i) = least_loaded(&mut (0..n).filter(|&i| eligible(i) && s.awake[i])) {
         return Some(i);
     }
     let sticky = s.sticky as usize;
     if sticky < n && eligible(sticky) {
         return Some(sticky);
     }
-    least_of(&mut (0..n).filter(|&i| eligible(i)))
+    least_loaded(&mut (0..n).filter(|&i| eligible(i)))
+        .or_else(|| least_loaded(&mut present.iter().copied()))
 }
 
 const STATE_FD: i32 = 7;
@@ -108,6 +117,7 @@ fn run(insns: &[Insn], state: &mut State) -> (u64, Option<u32>) {
             op::MOV64_IMM => r[d] = i.imm as i64 as u64,
             op::MOV64_REG => r[d] = r[s],
             op::ADD64_IMM => r[d] = r[d].wrapping_add(i.imm as i64 as u64),
+            op::ADD64_REG => r[d] = r[d].wrapping_add(r[s]),
             op::LDX_W => {
                 let p = mem(&mut value, &mut stack, addr(r[s]), 4);
                 r[d] = u32::from_ne_bytes(unsafe { *(p as *const [u8; 4]) }) as u64;
@@ -199,12 +209,16 @@ fn the_program_picks_what_the_policy_says_and_counts_its_pick() {
             awake: (0..n).map(|_| rng.below(2) == 0).collect(),
             present: (0..n).map(|_| rng.below(5) != 0).collect(),
             picks: (0..n).map(|_| base + rng.below(2 * SLACK + 2)).collect(),
+            pending: (0..n).map(|_| rng.below(4)).collect(),
+            open: (0..n)
+                .map(|_| rng.below(2 * u64::from(LOAD_SLACK) + 4))
+                .collect(),
             sticky: rng.below(n as u64 + 2) as u32,
             listening: (0..n).map(|_| rng.below(10) != 0).collect(),
         };
         let before = s.clone();
         let want = model(&before);
-        let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+        let insns = program_insns(n, LOAD_SLACK, STATE_FD, SOCKETS_FD);
         let (ret, selected) = run(&insns, &mut s);
         assert_eq!(ret, op::SK_PASS as u64, "case {case}: {before:?}");
         assert_eq!(
@@ -215,6 +229,7 @@ fn the_program_picks_what_the_policy_says_and_counts_its_pick() {
         let mut after = before.clone();
         if let Some(i) = selected {
             after.picks[i as usize] += 1;
+            after.pending[i as usize] += 1;
             after.sticky = i;
         }
         assert_eq!(
@@ -233,14 +248,18 @@ fn a_quiet_group_stays_on_one_reactor_until_it_is_slack_ahead_then_moves() {
         awake: vec![false; n],
         present: vec![true; n],
         picks: vec![0; n],
+        pending: vec![0; n],
+        open: vec![0; n],
         sticky: 0,
         listening: vec![true; n],
     };
-    let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+    let insns = program_insns(n, LOAD_SLACK, STATE_FD, SOCKETS_FD);
     let mut order = Vec::new();
     for _ in 0..(3 * SLACK as usize) {
         let (_, selected) = run(&insns, &mut s);
         order.push(selected.expect("a pick"));
+        // Accepted, served and closed before the next one.
+        s.pending = vec![0; n];
     }
     let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
     assert_eq!(&order[..SLACK as usize], &vec![0; SLACK as usize][..]);
@@ -253,11 +272,13 @@ fn a_quiet_group_stays_on_one_reactor_until_it_is_slack_ahead_then_moves() {
 #[test]
 fn the_awake_reactor_wins_over_the_sticky_one_and_nobody_present_means_the_hash() {
     let n = 2;
-    let insns = program_insns(n, STATE_FD, SOCKETS_FD);
+    let insns = program_insns(n, LOAD_SLACK, STATE_FD, SOCKETS_FD);
     let mut s = State {
         awake: vec![false, true],
         present: vec![true, true],
         picks: vec![10, 12],
+        pending: vec![0, 0],
+        open: vec![3, 4],
         sticky: 0,
         listening: vec![true, true],
     };
@@ -267,4 +288,27 @@ fn the_awake_reactor_wins_over_the_sticky_one_and_nobody_present_means_the_hash(
         ..s.clone()
     };
     assert_eq!(run(&insns, &mut gone).1, None);
+}
+
+#[test]
+fn long_lived_connections_spread_within_the_load_slack_even_with_one_reactor_awake() {
+    // Eight connections arrive while reactor 0 is awake and none closes: the awake one takes
+    // them only while it is less than LOAD_SLACK ahead of the least loaded.
+    let n = 2;
+    let insns = program_insns(n, LOAD_SLACK, STATE_FD, SOCKETS_FD);
+    let mut s = State {
+        awake: vec![true, false],
+        present: vec![true, true],
+        picks: vec![0, 0],
+        pending: vec![0, 0],
+        open: vec![0, 0],
+        sticky: 0,
+        listening: vec![true, true],
+    };
+    for _ in 0..8 {
+        run(&insns, &mut s).1.expect("a pick");
+    }
+    let (a, b) = (s.pending[0], s.pending[1]);
+    assert_eq!(a + b, 8);
+    assert!(a.abs_diff(b) <= u64::from(LOAD_SLACK), "{a} / {b}");
 }
