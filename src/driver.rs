@@ -970,10 +970,12 @@ impl<A> Context<A> {
             Ok(below) => {
                 slot.machine
                     .on_forwarded(side, bytes.len(), below, &mut self.pipe_actions);
-                let clear = self
-                    .sockets
-                    .get(to)
-                    .is_some_and(|d| d.conn.may_send() && d.conn.queue().is_empty());
+                // The destination is looked at only when the read could start splicing.
+                let clear = || {
+                    self.sockets
+                        .get(to)
+                        .is_some_and(|d| d.conn.may_send() && d.conn.queue().is_empty())
+                };
                 if slot.spliced_from(side).is_none()
                     && should_splice(slot.splice, bytes.len(), buffer, clear)
                     && let Some(kernel) = self.pipe_pool.take()

@@ -128,12 +128,11 @@ pub(crate) fn should_splice(
     mode: Splice,
     read: usize,
     buffer: usize,
-    destination_clear: bool,
+    destination_clear: impl FnOnce() -> bool,
 ) -> bool {
-    destination_clear
-        && match mode {
-            Splice::Off => false,
-            Splice::On => true,
-            Splice::Auto => read >= buffer,
-        }
+    (match mode {
+        Splice::Off => false,
+        Splice::On => true,
+        Splice::Auto => read >= buffer,
+    }) && destination_clear()
 }
