@@ -112,11 +112,6 @@ fn no_address() -> Error {
     ))
 }
 
-/// An error that names the address it is about (`127.0.0.1:80: Address already in use`).
-fn address_error(addr: SocketAddr, e: std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}")))
-}
-
 impl<A> Context<A> {
     pub(crate) fn new(
         registry: Registry,
@@ -221,7 +216,7 @@ impl<A> Context<A> {
         for addr in resolve(addr)? {
             match sys::listen(addr, options.backlog, options.no_delay, options.reuse_port) {
                 Ok(listener) => return self.adopt_listener(listener, options),
-                Err(e) => last = Some(address_error(addr, e)),
+                Err(e) => last = Some(Error::io_about(addr, e)),
             }
         }
         Err(last.unwrap_or_else(no_address))

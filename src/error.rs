@@ -59,6 +59,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error that names what it was about, as the user gave it: an address
+    /// (`127.0.0.1:7000: Address already in use`) or a path.
+    pub(crate) fn io_about(what: impl std::fmt::Display, e: io::Error) -> Error {
+        Error::Io(io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+
     /// The OS error kind when this is an I/O error.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {

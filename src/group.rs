@@ -207,7 +207,7 @@ impl<A: Default + 'static> Group<A> {
         let mut bound = addr;
         for _ in 0..options.reactors {
             let l = sys::listen_std(bound, listen.backlog, listen.no_delay, true)
-                .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{bound}: {e}"))))?;
+                .map_err(|e| Error::io_about(bound, e))?;
             bound = l.local_addr()?;
             listeners.push(l);
         }
@@ -254,10 +254,8 @@ impl<A: Default + 'static> Group<A> {
         }
         for own in &mut dealt {
             if own.is_empty() {
-                let l =
-                    sys::listen_std(addr, listen.backlog, listen.no_delay, true).map_err(|e| {
-                        Error::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}")))
-                    })?;
+                let l = sys::listen_std(addr, listen.backlog, listen.no_delay, true)
+                    .map_err(|e| Error::io_about(addr, e))?;
                 own.push(l);
             }
         }

@@ -46,7 +46,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -391,7 +391,9 @@ pub(crate) fn ask_copies<A: 'static>(
 #[derive(Debug)]
 pub struct HandoverServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its peer, which the thread polls beside the socket,
+    /// reads end-of-file (no polling on a timer while nobody hands over).
+    stop: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
     /// The socket file's inode, to tell ours from a successor's at the same path.
     ino: Arc<AtomicU64>,
@@ -408,18 +410,17 @@ impl HandoverServer {
     ) -> Result<HandoverServer> {
         let (uds, ino) = bind_atomically(path)?;
         let ino = Arc::new(AtomicU64::new(ino));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = UnixStream::pair()?;
         let thread = {
-            let stop = Arc::clone(&stop);
             let ino = Arc::clone(&ino);
             let path = path.to_path_buf();
             std::thread::Builder::new()
                 .name("finwait-handover".into())
-                .spawn(move || serve(uds, &path, copies, on_accepted, &stop, &ino))?
+                .spawn(move || serve(uds, &path, copies, on_accepted, &stopped, &ino))?
         };
         Ok(HandoverServer {
             path: path.to_path_buf(),
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
             ino,
         })
@@ -433,7 +434,7 @@ impl HandoverServer {
 
 impl Drop for HandoverServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -455,33 +456,38 @@ fn bind_atomically(path: &Path) -> Result<(UnixListener, u64)> {
     temp_name.push(format!(".{}.tmp", std::process::id()));
     let temp = path.with_file_name(temp_name);
     let _ = std::fs::remove_file(&temp);
-    let uds = UnixListener::bind(&temp).map_err(|e| naming(&temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| naming(path, e))?;
-    let ino = std::fs::metadata(path).map_err(|e| naming(path, e))?.ino();
+    let uds = UnixListener::bind(&temp).map_err(|e| Error::io_about(temp.display(), e))?;
+    std::fs::rename(&temp, path).map_err(|e| Error::io_about(path.display(), e))?;
+    let ino = std::fs::metadata(path)
+        .map_err(|e| Error::io_about(path.display(), e))?
+        .ino();
     uds.set_nonblocking(true)?;
     Ok((uds, ino))
 }
 
-fn naming(path: &Path, e: io::Error) -> Error {
-    Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-}
-
-/// The server thread: one successor at a time, until one accepts or `stop`.
+/// The server thread: one successor at a time, until one accepts or `stopped` reads
+/// end-of-file (the server was dropped). It sleeps in `poll` until either happens.
 fn serve(
     mut uds: UnixListener,
     path: &Path,
     mut copies: Box<Copies>,
     on_accepted: Box<dyn FnOnce() + Send>,
-    stop: &AtomicBool,
+    stopped: &UnixStream,
     ino: &AtomicU64,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        match sys::wait_readable(&[stopped.as_fd(), uds.as_fd()]) {
+            Ok(ready) if ready[0] => return,
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("handover at {}: poll: {e}", path.display());
+                return;
+            }
+        }
         let stream = match uds.accept() {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+            // Another wake-up for the same connection, or it went away: poll again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 log::warn!("handover at {}: accept: {e}", path.display());
                 std::thread::sleep(Duration::from_millis(100));

@@ -67,8 +67,12 @@ impl SocketId {
         SocketId { index, generation }
     }
 
-    /// The slab slot. Unique among live sockets, reused after reclaim: handy as an index into a
-    /// program's own per-connection table, as long as the program drops its entry on `Close`.
+    /// The slab slot. Unique among live sockets, reused after reclaim: an index into a
+    /// program's own per-connection table must drop its entry on `Close`. Per-connection
+    /// state is usually simpler as an attachment ([`Reactor::with_attachment`]), which the
+    /// reactor keeps beside the socket and clears with it.
+    ///
+    /// [`Reactor::with_attachment`]: crate::Reactor::with_attachment
     pub fn index(self) -> usize {
         self.index as usize
     }

@@ -165,6 +165,16 @@
 //! # Ok::<(), finwait::Error>(())
 //! ```
 //!
+//! ## Many cores
+//!
+//! A reactor is one thread. A [`Group`] runs one per thread on the same address, each with
+//! its own `SO_REUSEPORT` listener, and stops them as one ([`Group::shutdown`],
+//! [`Group::join`]); a member can leave without resetting what waits in its accept queue
+//! ([`Group::leave`]). Which member gets a new connection is decided at its SYN by a BPF
+//! program the group attaches ([`Steering`]): an awake member first, never one holding more
+//! than a small slack of connections over the least loaded — or, where the kernel refuses
+//! the program, by the kernel's hash.
+//!
 //! ## Architecture
 //!
 //! - `socket/`: the sans-IO socket machine (`machine.rs`: inputs in, actions out, no
@@ -173,6 +183,9 @@
 //! - `listener/`: the listener machine above and its slot.
 //! - `pipe/`: the pair machine above, its slot, and the public pipe types.
 //! - `handover`: the handover protocol, its server thread and the successor's side.
+//! - `group`: [`Group`], its threads, and `group/steering.rs`, the BPF program that picks a
+//!   member for each new connection (assembled at start, with its own interpreter in the
+//!   unit tests).
 //! - `table`: one generational table type for sockets, listeners and timers:
 //!   [`SocketId`]/[`ListenerId`] = slot index + generation (packed into mio tokens, `id`), so
 //!   a stale id never reaches the entry that reuses its slot.

@@ -675,6 +675,29 @@ pub(crate) fn waker(registry: &mio::Registry, token: mio::Token) -> io::Result<m
     mio::Waker::new(registry, token)
 }
 
+/// `poll(2)` for readability (or hang-up) of `fds`, waiting as long as it takes; which of them
+/// are. `EINTR` is retried.
+pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    retry_eintr(|| {
+        // SAFETY: `polled` is a valid array of `polled.len()` pollfds for the call.
+        let rc = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })?;
+    Ok(polled.iter().map(|p| p.revents != 0).collect())
+}
+
 /// `bpf(2)` commands and constants used by the group's listener steering (`group/steering.rs`),
 /// from `linux/bpf.h`.
 pub(crate) mod bpf {

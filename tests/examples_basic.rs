@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::{SIGINT, SIGTERM, Server, example_path};
+use common::process::{Proc, SIGINT, SIGTERM, Server, example_path};
 use common::{Ending, LIMIT, pattern, peer, read_to_end, reset_on_close};
 
 const MIB: usize = 1 << 20;
@@ -116,18 +116,6 @@ fn wait_until_stalled(written: &AtomicUsize) -> usize {
             start.elapsed() < LIMIT,
             "writer never stalled ({now} bytes)"
         );
-    }
-}
-
-/// A process started by a test, killed (by its own PID) if it is still running on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 

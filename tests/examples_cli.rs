@@ -5,69 +5,15 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::process::{Server, example_path};
-use common::{Ending, LIMIT, peer, read_to_end};
-
-/// A process started by a test, killed (by its own PID) if it is still running on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Runs an example to completion (bounded by [`LIMIT`]); returns its exit status, stdout
-/// and stderr.
-fn run(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(example_path(name))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut proc = Proc(child);
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "{name} {args:?} did not exit within {LIMIT:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
-}
+use common::process::{Server, run_to_exit};
+use common::{Ending, peer, read_to_end};
 
 /// Asserts a usage error: exit 2, nothing on stdout, and on stderr exactly one line
 /// `NAME: ...` holding every one of `says`, then `try 'NAME --help'`.
 fn assert_usage_error(name: &str, args: &[&str], says: &[&str]) {
-    let (status, out, err) = run(name, args);
+    let (status, out, err) = run_to_exit(name, args);
     assert_eq!(status.code(), Some(2), "{name} {args:?}: {err}");
     assert_eq!(out, "", "{name} {args:?} printed to stdout");
     let lines: Vec<&str> = err.lines().collect();
@@ -153,7 +99,7 @@ fn client_command_line_errors_exit_2_and_the_help_says_so() {
         &["--connect", "\"::1:80\"", "brackets"],
     );
     assert_usage_error("client", &["--no-such-option"], &["--no-such-option"]);
-    let (status, help, _) = run("client", &["--help"]);
+    let (status, help, _) = run_to_exit("client", &["--help"]);
     assert!(status.success());
     assert!(help.contains("  1  an error") && help.contains("  2  a command-line error"));
 }
@@ -161,7 +107,7 @@ fn client_command_line_errors_exit_2_and_the_help_says_so() {
 #[test]
 fn help_is_whole_and_exits_0() {
     for (name, _) in SERVERS {
-        let (status, out, err) = run(name, &["--help"]);
+        let (status, out, err) = run_to_exit(name, &["--help"]);
         assert!(status.success(), "{name}: {status}");
         assert_eq!(err, "");
         assert!(out.starts_with(&format!("{name} — ")), "{out}");
@@ -175,7 +121,7 @@ fn an_address_in_use_is_one_line_naming_it() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     for reactors in ["1", "2"] {
-        let (status, out, err) = run("echo", &["--listen", &addr, "--reactors", reactors]);
+        let (status, out, err) = run_to_exit("echo", &["--listen", &addr, "--reactors", reactors]);
         assert_eq!(status.code(), Some(1), "--reactors {reactors}: {err}");
         assert_eq!(out, "");
         assert_eq!(err.lines().count(), 1, "{err:?}");

@@ -16,14 +16,14 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::LIMIT;
-use common::process::{SIGTERM, Server, example_path};
+use common::process::{Proc, SIGTERM, Server, example_path, run_to_exit};
 
 /// The http example's answer to `GET` on a keep-alive connection, byte for byte.
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n\
@@ -79,53 +79,6 @@ fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
         assert!(start.elapsed() < LIMIT, "waited {LIMIT:?} for {what}");
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A process started by a test with its stderr captured, killed (by its own PID) if it is
-/// still running on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Runs `name args` to its exit (bounded): status, stdout, stderr.
-fn run_to_exit(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(example_path(name))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut proc = Proc(child);
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(start.elapsed() < LIMIT, "{name} {args:?} did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
 }
 
 // ---- clients ---------------------------------------------------------------------------

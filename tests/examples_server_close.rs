@@ -14,12 +14,12 @@ mod common;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::{SIGTERM, Server, example_path};
-use common::{Ending, LIMIT, peer, read_to_end};
+use common::process::{SIGTERM, Server, example_path, run_to_exit};
+use common::{Ending, LIMIT, peer, proc_net, read_to_end};
 
 /// Far longer than any wait of these tests: a server that waited out its shutdown timeout
 /// instead of exiting after its last connection closed fails a bounded wait.
@@ -88,7 +88,7 @@ struct Seen {
 /// One run of the scenario.
 struct Outcome {
     /// Connections waiting in each listening socket's accept queue before the signal.
-    queued: Vec<u32>,
+    queued: Vec<u64>,
     clients: Vec<Seen>,
     /// The server's exit status, `None` if it did not exit within [`LIMIT`] after the clients
     /// closed (it was killed then).
@@ -162,29 +162,6 @@ impl Outcome {
     }
 }
 
-/// The accept queue length of every IPv4 listening socket on `port`, one entry per socket:
-/// `rx_queue` of its LISTEN line in `/proc/net/tcp` (this network namespace). The kernel
-/// lists every listening socket before the others, so reading stops at the first line in
-/// another state: the file can hold many thousand TIME_WAIT lines after a test run.
-fn listen_queues(port: u16) -> Vec<u32> {
-    let table = std::fs::File::open("/proc/net/tcp").expect("/proc/net/tcp");
-    let mut queues = Vec::new();
-    for line in BufReader::new(table).lines().skip(1) {
-        let line = line.expect("/proc/net/tcp");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.get(3) != Some(&"0A") {
-            break;
-        }
-        let hex = |field: &str| field.rsplit(':').next().map(|h| u32::from_str_radix(h, 16));
-        if let (Some(Ok(local_port)), Some(Ok(rx))) = (hex(f[1]), hex(f[4]))
-            && local_port == u32::from(port)
-        {
-            queues.push(rx);
-        }
-    }
-    queues
-}
-
 /// Waits (bounded) until every thread of `pid` is stopped (state `T`).
 fn wait_stopped(pid: u32) {
     let start = Instant::now();
@@ -205,10 +182,10 @@ fn wait_stopped(pid: u32) {
 }
 
 /// Waits (bounded) until the listening sockets on `port` hold `n` queued connections in all.
-fn wait_queued(port: u16, n: usize) -> Vec<u32> {
+fn wait_queued(port: u16, n: usize) -> Vec<u64> {
     let start = Instant::now();
     loop {
-        let queues = listen_queues(port);
+        let queues = proc_net::listen_queues(port);
         if queues.iter().map(|&q| q as usize).sum::<usize>() == n {
             return queues;
         }
@@ -289,7 +266,7 @@ fn queued_clients_then_sigterm(example: Example, reactors: usize) -> Outcome {
     );
     let port = server.addr.port();
     assert_eq!(
-        listen_queues(port).len(),
+        proc_net::listen_queues(port).len(),
         reactors,
         "one listening socket per reactor"
     );
@@ -557,7 +534,7 @@ fn echo_with_2_reactors_prints_one_listening_line_serves_200_clients_and_exits_0
         ],
     );
     assert_eq!(
-        listen_queues(server.addr.port()).len(),
+        proc_net::listen_queues(server.addr.port()).len(),
         2,
         "two listening sockets on the address"
     );
@@ -587,55 +564,6 @@ fn echo_with_2_reactors_prints_one_listening_line_serves_200_clients_and_exits_0
     assert_eq!(rest, "", "stdout after the first line");
 }
 
-/// A process started by a test, killed (by its own PID) if it is still running on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Runs an example to completion; returns its exit status, stdout and stderr. Fails (killing
-/// it) if it runs longer than [`LIMIT`].
-fn run_example(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(example_path(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn example");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut proc = Proc(child);
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "{name} {args:?} did not exit within {LIMIT:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
-}
-
 /// The server examples with the arguments each needs besides the one under test.
 const SERVERS: [(&str, &[&str]); 5] = [
     ("echo", &[]),
@@ -650,7 +578,7 @@ fn reactors_0_is_a_usage_error_naming_the_option() {
     for (name, needed) in SERVERS {
         let mut args = needed.to_vec();
         args.extend(["--reactors", "0"]);
-        let (status, out, err) = run_example(name, &args);
+        let (status, out, err) = run_to_exit(name, &args);
         assert_eq!(status.code(), Some(2), "{name}: {err}");
         assert_eq!(out, "", "{name} printed to stdout");
         let first = err.lines().next().unwrap_or("");
@@ -664,7 +592,7 @@ fn reactors_0_is_a_usage_error_naming_the_option() {
 #[test]
 fn help_of_every_server_example_mentions_reactors() {
     for (name, _) in SERVERS {
-        let (status, out, err) = run_example(name, &["--help"]);
+        let (status, out, err) = run_to_exit(name, &["--help"]);
         assert!(status.success(), "{name} --help: {status}: {err}");
         assert!(out.contains("--reactors"), "{name} --help: {out}");
     }

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Ending, LIMIT, describe, pattern, peer, read_to_end, reset_on_close, run_until};
+use common::{
+    Ending, LIMIT, describe, pattern, peer, proc_net, read_to_end, reset_on_close, run_until,
+};
 use finwait::timers::ManualClock;
 use finwait::{
     CloseInfo, CloseReason, ConnectOptions, Context, DEFAULT_HIGH_WATER_MARK, Deadline, Error,
@@ -251,30 +253,7 @@ fn local_reset() -> CloseInfo {
 /// `tx_queue:rx_queue` of the socket `local` → `remote` in `/proc/net/tcp`: bytes sent and
 /// not yet acknowledged, bytes received and not yet read.
 fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
-    fn proc_addr(addr: SocketAddr) -> String {
-        let SocketAddr::V4(v4) = addr else {
-            panic!("IPv4 only: {addr}")
-        };
-        format!(
-            "{:08X}:{:04X}",
-            u32::from_ne_bytes(v4.ip().octets()),
-            v4.port()
-        )
-    }
-    let (local, remote) = (proc_addr(local), proc_addr(remote));
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 4 && f[1] == local && f[2] == remote {
-            let (tx, rx) = f[4].split_once(':').expect("tx_queue:rx_queue");
-            Some((
-                u64::from_str_radix(tx, 16).unwrap(),
-                u64::from_str_radix(rx, 16).unwrap(),
-            ))
-        } else {
-            None
-        }
-    })
+    proc_net::row(local, remote).map(|r| (r.tx_queue, r.rx_queue))
 }
 
 // ---- a whole exchange ---------------------------------------------------------------------------

@@ -60,31 +60,10 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_CLOSE_WAIT: u8 = 0x08;
 
-/// An IPv4 address as `/proc/net/tcp` prints it: the address as a native-endian word, the
-/// port in host order, both in hex.
-fn proc_addr(addr: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only: {addr}")
-    };
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(v4.ip().octets()),
-        v4.port()
-    )
-}
-
-/// The TCP state of the socket `local` → `remote` while the kernel still has it hashed.
-/// A socket that received an RST, or was closed with `SO_LINGER{on, 0}`, goes to `TCP_CLOSE`
-/// and is unhashed at once: it is gone from this table. A socket closed with a FIN stays
-/// (FIN-WAIT, TIME-WAIT).
+/// The TCP state of the socket `local` → `remote` while the kernel still has it hashed (see
+/// [`proc_net::row`]: a reset socket is gone from the table at once).
 fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
-    let (local, remote) = (proc_addr(local), proc_addr(remote));
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 3 && f[1] == local && f[2] == remote)
-            .then(|| u8::from_str_radix(f[3], 16).expect("st column"))
-    })
+    proc_net::row(local, remote).map(|r| r.state)
 }
 
 /// The server's side of the connection of peer `s`: (local, remote) as the server sees it.

@@ -192,4 +192,5 @@ pub fn server(options: finwait::ListenOptions) -> (Reactor, ListenerId, SocketAd
     let addr = reactor.listener_addr(l).unwrap();
     (reactor, l, addr)
 }
+pub mod proc_net;
 pub mod process;

@@ -185,3 +185,56 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// A process started by a test, killed (by its own PID) if it is still running on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs example `name` with `args` to its exit — stdin empty, `RUST_LOG` unset, killed and
+/// failing the test after [`LIMIT`](super::LIMIT) — and returns its exit status, stdout and
+/// stderr.
+pub fn run_to_exit(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(example_path(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn example");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut proc = Proc(child);
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let limit = super::LIMIT;
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} {args:?} did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}

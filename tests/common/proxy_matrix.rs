@@ -29,7 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::common::process::Server;
-use crate::common::{LIMIT, pattern, reset_on_close};
+use crate::common::{LIMIT, pattern, proc_net, reset_on_close};
 
 // ---- the proxy under test ---------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ impl ProxySpec {
                     .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", words[0]));
                 let mut running = Running::Command(Spawned(child));
                 let start = Instant::now();
-                while !listening(port) {
+                while !proc_net::listening(port) {
                     if let Some(status) = running.exited() {
                         panic!("the proxy exited before listening on {listen}: {status}");
                     }
@@ -349,19 +349,6 @@ impl Drop for TempFile {
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
-}
-
-/// Whether some socket listens on `port` (any address), per `/proc/net/tcp{,6}`.
-fn listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
-        std::fs::read_to_string(file).is_ok_and(|text| {
-            text.lines().skip(1).any(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
-            })
-        })
-    })
 }
 
 // ---- the two ends -----------------------------------------------------------------------------
