@@ -101,6 +101,11 @@ pub enum Operation {
     SiblingLeaves { grace_ms: u8 },
 }
 
+/// Whether the peer's reset reached its connection while it waited in an accept queue.
+fn reset_in_backlog(reset: Option<Reset>) -> bool {
+    reset.is_some_and(|r| r.rst && matches!(r.local, LocalAtReset::NotAccepted))
+}
+
 /// Byte `i` of what the local side writes.
 fn local_byte(i: u64) -> u8 {
     (i.wrapping_mul(7).wrapping_add(3) % 251) as u8
@@ -358,6 +363,11 @@ struct Rec {
     listener_closes: usize,
     /// Accepted sockets destroyed before their `Accepted` was delivered (see `on_event`).
     unmet: HashSet<SocketId>,
+    /// Accepted sockets mapped to a peer by a guess: the peer had reset the connection in
+    /// the backlog, so it has no peer address any more. The guess takes the oldest such
+    /// peer, which is right for one accept queue (first in, first out) but not for two (a
+    /// sibling listener); they are matched again by their bytes at the end.
+    guessed: HashSet<SocketId>,
     /// The listener that accepted each local socket.
     listener_of: HashMap<SocketId, ListenerId>,
     /// Loop turns (`run_once` calls) so far, the current one included.
@@ -380,11 +390,12 @@ impl Handler for Rec {
             // backlog is first in, first out).
             let peer = match cx.peer_addr(id) {
                 Ok(addr) => self.peer_addrs.iter().position(|a| *a == addr),
-                Err(_) => (0..self.peer_addrs.len()).find(|p| {
-                    !self.by_peer.contains_key(p)
-                        && self.resets[*p]
-                            .is_some_and(|r| r.rst && matches!(r.local, LocalAtReset::NotAccepted))
-                }),
+                Err(_) => {
+                    self.guessed.insert(id);
+                    (0..self.peer_addrs.len()).find(|p| {
+                        !self.by_peer.contains_key(p) && reset_in_backlog(self.resets[*p])
+                    })
+                }
             };
             let Some(peer) = peer else {
                 match cx.peer_addr(id) {
@@ -892,6 +903,44 @@ fn run(ops: &[Operation]) {
         unaccepted <= h.unmet.len(),
         "{unaccepted} peers connected but were never accepted (lost in an accept queue)"
     );
+
+    // Sockets mapped by a guess, among the peers that reset in the backlog and were not
+    // recognised by address: the peers' pattern is the same, so only how much each wrote
+    // tells them apart. Taking the sockets from the most received down, each gets the
+    // candidate that wrote the least that is still enough: a consistent matching whenever
+    // one exists (the true one does). Peers that wrote as much are interchangeable for every
+    // check below (all of them reset before being accepted).
+    let mut guessed: Vec<SocketId> = h
+        .guessed
+        .iter()
+        .copied()
+        .filter(|id| h.locals.contains_key(id))
+        .collect();
+    guessed.sort_by_key(|id| std::cmp::Reverse(h.locals[id].received));
+    let recognised: HashSet<usize> = h
+        .by_peer
+        .iter()
+        .filter(|(_, id)| !h.guessed.contains(id))
+        .map(|(&p, _)| p)
+        .collect();
+    let mut candidates: Vec<usize> = (0..peers.len())
+        .filter(|p| !recognised.contains(p) && reset_in_backlog(h.resets[*p]))
+        .collect();
+    for id in guessed {
+        let received = h.locals[&id].received;
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| peers[**p].written >= received)
+            .min_by_key(|(_, p)| peers[**p].written)
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let peer = candidates.swap_remove(i);
+            if let Some(local) = h.locals.get_mut(&id) {
+                local.peer = peer;
+            }
+        }
+    }
 
     for (&id, local) in &h.locals {
         check_events(id, local);
