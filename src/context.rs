@@ -256,6 +256,12 @@ impl<A> Context<A> {
         self.adopt_listener(listener, options)
     }
 
+    /// Whether some listener of this reactor still accepts (one closing, handed over or
+    /// draining its sockets does not).
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.listeners.iter().any(|(_, l)| l.machine.is_accepting())
+    }
+
     /// Copies of the listening sockets this reactor still accepts on, with their addresses,
     /// for a handover offer.
     pub(crate) fn listener_copies(

@@ -7,8 +7,9 @@
 //!
 //! Which listener a new connection joins is decided by the kernel at its SYN. By default
 //! ([`Steering::PreferAwake`]) a small socket-reuseport BPF program makes that choice: an
-//! awake reactor first, else the one chosen last, within [`STEERING_LOAD_SLACK`] open
-//! connections and [`STEERING_SLACK`] picks of the least loaded — so at low load one reactor
+//! awake reactor first, else the one chosen last, as long as it holds fewer than
+//! [`STEERING_LOAD_SLACK`] connections more than the least loaded reactor and was given fewer
+//! than [`STEERING_SLACK`] more than the least picked one — so at low load one reactor
 //! serves while the others sleep (a reactor woken for every other connection costs more CPU per connection: see
 //! BENCHMARKS.md, "Many cores"), and at saturation they take turns. Where the kernel refuses
 //! the program (no `CAP_BPF`), and with [`Steering::Hash`], the kernel's hash of the 4-tuple
@@ -46,8 +47,8 @@ use crate::stats::Stats;
 use crate::sys;
 
 mod steering;
-pub(crate) use steering::SteeringSlot;
 pub use steering::{LOAD_SLACK as STEERING_LOAD_SLACK, SLACK as STEERING_SLACK, Steering};
+pub(crate) use steering::{PENDING_EXPIRY, SteeringSlot};
 
 /// How a [`Group`] is made.
 ///
@@ -71,12 +72,13 @@ pub struct GroupOptions {
     /// Which reactor gets a new connection (default [`Steering::PreferAwake`], which falls
     /// back to [`Steering::Hash`] where the kernel refuses its program).
     pub steering: Steering,
-    /// With [`Steering::PreferAwake`]: how many more connections (given and not closed yet)
-    /// than the least loaded reactor an awake reactor (or the one picked last) may hold and
-    /// still be given the next one instead of waking another (default
-    /// [`STEERING_LOAD_SLACK`], 2). Higher saves wake-ups — and CPU per connection — when
-    /// many short connections arrive at partial load; lower spreads a few long-lived
-    /// connections evenly. BENCHMARKS.md ("Many cores") measures both.
+    /// With [`Steering::PreferAwake`]: an awake reactor (or the one picked last) is given the
+    /// next connection instead of waking another only while its load — connections given to
+    /// it and not closed yet — is less than the least loaded reactor's plus this (default
+    /// [`STEERING_LOAD_SLACK`], 2: up to one more). Higher saves wake-ups, and CPU per
+    /// connection, when many short connections arrive at partial load; lower spreads a few
+    /// long-lived connections evenly; 0 always gives the least loaded reactor (no preference
+    /// for awake ones). BENCHMARKS.md ("Many cores") measures the choices.
     pub steering_load_slack: u32,
 }
 
@@ -166,10 +168,10 @@ pub struct Group<A: 'static = ()> {
     handover: Option<crate::handover::HandoverServer>,
     /// Its listening sockets came from elsewhere ([`Group::adopt`]).
     adopted: bool,
-    /// The steering in effect.
-    steering: Steering,
     /// Its program and maps, with [`Steering::PreferAwake`] in effect.
     steerer: Option<Arc<steering::Steerer>>,
+    /// Why the kernel refused the program of [`Steering::PreferAwake`], if it did.
+    steering_error: Option<std::io::Error>,
 }
 
 /// A member's thread: it returns the reactor's counters once the reactor stops.
@@ -276,6 +278,7 @@ impl<A: Default + 'static> Group<A> {
     {
         let listen = options.listen.clone().reuse_port(true);
         let make = Arc::new(make);
+        let mut steering_error = None;
         let steerer = match options.steering {
             Steering::PreferAwake
                 if listeners.len() >= 2
@@ -286,10 +289,19 @@ impl<A: Default + 'static> Group<A> {
                 match steering::Steerer::install(&fds, options.steering_load_slack) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        log::info!(
-                            "group: the kernel refused the steering program ({e}); \
-                             the kernel's hash spreads connections"
-                        );
+                        // Without the privilege it is expected; anything else is not.
+                        if e.kind() == std::io::ErrorKind::PermissionDenied {
+                            log::info!(
+                                "group: the kernel refused the steering program ({e}: it \
+                                 needs CAP_BPF); the kernel's hash spreads connections"
+                            );
+                        } else {
+                            log::warn!(
+                                "group: the steering program failed to load ({e}); the \
+                                 kernel's hash spreads connections"
+                            );
+                        }
+                        steering_error = Some(e);
                         None
                     }
                 }
@@ -301,12 +313,8 @@ impl<A: Default + 'static> Group<A> {
             members: Vec::with_capacity(listeners.len()),
             handover: None,
             adopted,
-            steering: if steerer.is_some() {
-                Steering::PreferAwake
-            } else {
-                Steering::Hash
-            },
             steerer: steerer.clone(),
+            steering_error,
         };
         for (index, own) in listeners.into_iter().enumerate() {
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Waker<A>>>();
@@ -386,10 +394,20 @@ impl<A: 'static> Group<A> {
     }
 
     /// The steering in effect: [`Steering::Hash`] when it was asked for, for a group of one
-    /// reactor or more than 64, for adopted sockets not one per reactor, or where the kernel
-    /// refused the program of [`Steering::PreferAwake`].
+    /// reactor or more than 32, for adopted sockets not one per reactor, where the kernel
+    /// refused the program of [`Steering::PreferAwake`] ([`steering_error`](Self::steering_error)),
+    /// and once a handover has been offered (see [`serve_handover`](Self::serve_handover)).
     pub fn steering(&self) -> Steering {
-        self.steering
+        match &self.steerer {
+            Some(s) if !s.is_withdrawn() => Steering::PreferAwake,
+            _ => Steering::Hash,
+        }
+    }
+
+    /// Why the kernel refused the program of [`Steering::PreferAwake`] — an error of kind
+    /// `PermissionDenied` without `CAP_BPF` — or `None` if it was loaded or never asked for.
+    pub fn steering_error(&self) -> Option<&std::io::Error> {
+        self.steering_error.as_ref()
     }
 
     /// How many reactors the group started.

@@ -483,6 +483,14 @@ impl<A: Default> Reactor<A> {
                 (a, b) => a.or(b),
             }
         };
+        // Picks pending at this reactor are looked at again within the expiry, even if
+        // nothing else wakes it (a lost SYN must not count as its load for good).
+        let timeout = match &self.steering {
+            Some(s) if s.has_pending() => {
+                Some(timeout.map_or(steering_expiry(), |t| t.min(steering_expiry())))
+            }
+            _ => timeout,
+        };
         // A group's steering sends new connections to reactors that are awake: say when
         // this one sleeps.
         let sleeps = timeout != Some(Duration::ZERO) && self.steering.is_some();
@@ -596,12 +604,13 @@ impl<A: Default> Reactor<A> {
         self.deliver(handler);
         self.cx.reclaim();
         if let Some(s) = &mut self.steering {
-            if self.cx.listeners.is_empty() {
-                // No listener takes new connections here any more: out of the group's choice.
-                self.steering = None;
-            } else {
+            if self.cx.is_accepting() {
                 let accepted = self.cx.stats.accepted;
-                s.publish(accepted, accepted - self.cx.accepted_closed);
+                s.publish(accepted, accepted - self.cx.accepted_closed, self.cx.now);
+            } else {
+                // No listener takes new connections here any more (closed, handed over, or
+                // draining its last connections): out of the group's choice at once.
+                self.steering = None;
             }
         }
         if self.cx.shutdown == ShutdownPhase::Draining
@@ -647,6 +656,11 @@ impl<A: Default> Reactor<A> {
             }
         }
     }
+}
+
+/// How long a group's steering lets picks stay pending at a reactor that accepts nothing.
+fn steering_expiry() -> Duration {
+    crate::group::PENDING_EXPIRY
 }
 
 /// A reactor is built on one thread and may be moved to the thread that runs it.

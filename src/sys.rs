@@ -820,8 +820,10 @@ pub(crate) fn bpf_map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> 
     }
 }
 
-/// `bpf(BPF_PROG_LOAD)`: loads `insns` (encoded `struct bpf_insn`s). When the verifier
-/// refuses them, the error carries the end of its log.
+/// `bpf(BPF_PROG_LOAD)`: loads `insns` (encoded `struct bpf_insn`s). Loaded without a
+/// verifier log: a log that overflows its buffer fails the load itself (`ENOSPC`), and the
+/// verifier writes a line per instruction it checks. Only when the load fails is it tried
+/// again with a log, whose end the error then carries.
 pub(crate) fn bpf_prog_load(
     prog_type: u32,
     expected_attach_type: u32,
@@ -829,38 +831,53 @@ pub(crate) fn bpf_prog_load(
     name: &str,
 ) -> io::Result<OwnedFd> {
     let license = c"MIT OR Apache-2.0";
-    let mut log = vec![0u8; 1 << 16];
     let mut prog_name = [0u8; 16];
     for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src;
     }
-    let mut attr = BpfProgLoad {
-        prog_type,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        kern_version: 0,
-        prog_flags: 0,
-        prog_name,
-        prog_ifindex: 0,
-        expected_attach_type,
-    };
-    match bpf_call(bpf::CMD_PROG_LOAD, &mut attr) {
-        // SAFETY: the kernel just returned this fd, owned by no one else.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let text = String::from_utf8_lossy(&log[..end]);
-            let tail: String = text.lines().rev().take(4).collect::<Vec<_>>().join(" | ");
-            if tail.is_empty() {
-                Err(e)
+    let load = |log: &mut [u8]| {
+        let mut attr = BpfProgLoad {
+            prog_type,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() {
+                0
             } else {
-                Err(io::Error::new(e.kind(), format!("{e}; verifier: {tail}")))
-            }
-        }
+                log.as_mut_ptr() as u64
+            },
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name,
+            prog_ifindex: 0,
+            expected_attach_type,
+        };
+        bpf_call(bpf::CMD_PROG_LOAD, &mut attr)
+    };
+    let e = match load(&mut []) {
+        // SAFETY: the kernel just returned this fd, owned by no one else.
+        Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }),
+        Err(e) => e,
+    };
+    let mut log = vec![0u8; 1 << 20];
+    if let Ok(fd) = load(&mut log) {
+        // Loaded the second time after all: keep it.
+        // SAFETY: as above.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let text = String::from_utf8_lossy(&log[..end]);
+    let tail: Vec<&str> = text.lines().rev().take(4).collect();
+    if tail.is_empty() {
+        Err(e)
+    } else {
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(io::Error::new(
+            e.kind(),
+            format!("{e}; verifier: {}", tail.join(" | ")),
+        ))
     }
 }
 

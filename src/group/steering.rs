@@ -22,21 +22,23 @@
 //! Each reactor publishes in a BPF array mapped into the process (no syscall): "awake", set
 //! around each blocking `epoll_wait`, and after each turn how many accepted connections it
 //! holds open; the program counts its picks, and the picks not accepted yet, in the same
-//! array. So a few long-lived connections spread within the load slack, and many short ones
-//! within [`SLACK`] picks (plus the SYNs that race on other CPUs). A reactor leaving the
-//! group is taken out of the choice; a pick the kernel cannot honour (a listener closed
+//! array (the reactor takes off what it accepts, and clears picks left pending for
+//! [`PENDING_EXPIRY`]: lost SYNs). So a few long-lived connections spread within the load
+//! slack, and many short ones within [`SLACK`] picks (plus the SYNs that race on other
+//! CPUs). A reactor whose listeners stop accepting (it leaves the group, shuts down or hands
+//! over) is taken out of the choice; a pick the kernel cannot honour (a listener closed
 //! meanwhile) falls back to the hash.
 //!
-//! Loading needs `CAP_BPF` (or `CAP_SYS_ADMIN`) where unprivileged BPF is off, the default
-//! on most distributions, and Linux 5.5 for the mapped array: a kernel that refuses leaves
-//! the group on the hash ([`Group::steering`](crate::Group::steering) says which is in
-//! effect).
+//! Loading needs `CAP_BPF` (or `CAP_SYS_ADMIN`: socket-reuseport programs and their socket
+//! arrays are never allowed unprivileged) and Linux 5.5 for the mapped array: a kernel that
+//! refuses leaves the group on the hash ([`Group::steering`](crate::Group::steering) says
+//! which is in effect, [`Group::steering_error`](crate::Group::steering_error) why).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::sys::{self, bpf};
 
@@ -69,7 +71,10 @@ use crate::sys::{self, bpf};
 /// its closes. The program decides for the whole port: a
 /// socket another process binds to it with `SO_REUSEPORT` gets connections only while no
 /// reactor of this group takes them, or once that process attaches a program of its own
-/// (the last one attached decides). A handover passes the same sockets on and needs nothing.
+/// (the last one attached decides). A handover takes the sockets out of this group's program
+/// when it offers them (a socket belongs to one program's array at a time), so that the
+/// successor can steer them; from then on — also if the handover fails — this group spreads
+/// by the hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Steering {
@@ -81,9 +86,9 @@ pub enum Steering {
     /// ahead of the least: the least loaded awake reactor (one not blocked in `epoll_wait`),
     /// else the reactor picked last, else the least loaded. Reactors publish "awake" and
     /// their open connections in memory shared with the program (no syscall). Needs
-    /// `CAP_BPF` (or `CAP_SYS_ADMIN`) where unprivileged BPF is off, the default on most
-    /// distributions, and Linux 5.5; falls back to [`Hash`](Steering::Hash) where the kernel
-    /// refuses it, and for groups of more than 64 reactors.
+    /// `CAP_BPF` or `CAP_SYS_ADMIN` (never allowed unprivileged) and Linux 5.5; falls back to
+    /// [`Hash`](Steering::Hash) where the kernel refuses it, for groups of more than 32
+    /// reactors, and once a handover has been offered.
     #[default]
     PreferAwake,
 }
@@ -93,9 +98,12 @@ pub enum Steering {
 /// the imbalance [`Steering::PreferAwake`] trades for fewer wake-ups.
 pub const SLACK: u64 = 64;
 
-/// The most reactors [`Steering::PreferAwake`] steers (the program is unrolled per
-/// reactor); a larger group uses the hash.
-pub(crate) const MAX_REACTORS: usize = 64;
+/// The most reactors [`Steering::PreferAwake`] steers; a larger group uses the hash. The
+/// program is unrolled per reactor and the verifier follows each reactor the choice can
+/// land on: for 64 it gives up (over its million instructions checked); for 32 loading
+/// takes about 1 s at the group's start, for 16 about 0.16 s, for 4 about 6 ms (measured
+/// here, Linux 6.18).
+pub(crate) const MAX_REACTORS: usize = 32;
 
 /// The default of [`GroupOptions::steering_load_slack`](crate::GroupOptions::steering_load_slack):
 /// how much more load (connections given and not closed yet) than the least loaded reactor a
@@ -104,14 +112,23 @@ pub(crate) const MAX_REACTORS: usize = 64;
 pub const LOAD_SLACK: u32 = 2;
 
 /// Per reactor in the shared array. Written by the program: `picks` (connections given to
-/// it), `pending` (given, not accepted yet: the reactor subtracts what it accepts). Written
-/// by the reactor: `awake`, `present`, `open` (accepted connections not closed yet).
+/// it, ever) and `pending` (given, not accepted yet). Written by the reactor: `awake`,
+/// `present`, `open` (accepted connections not closed yet), and `pending` again, which it
+/// lowers by what it accepts — and clears when it accepted nothing for [`PENDING_EXPIRY`]:
+/// a pick that never becomes a connection (a SYN dropped by a full accept queue, a failed
+/// handshake, the second pick of a syncookie's ACK) must not count as load for good. A
+/// reactor's load is `pending + open`.
 const ENTRY: usize = 32;
 const AWAKE: usize = 0;
 const PRESENT: usize = 4;
 const PICKS: usize = 8;
 const PENDING: usize = 16;
 const OPEN: usize = 24;
+
+/// How long picks may stay pending while the reactor accepts nothing before they are taken
+/// for lost: far longer than a handshake on any network a server sees, shorter than anyone
+/// would notice a reactor passed over.
+pub(crate) const PENDING_EXPIRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The program and maps steering one group; dropped with the group's last reactor.
 pub(crate) struct Steerer {
@@ -121,6 +138,8 @@ pub(crate) struct Steerer {
     sockets: OwnedFd,
     // Kept so the program lives as long as the group (the kernel holds it while attached).
     _prog: OwnedFd,
+    /// The listeners were withdrawn (a handover was offered): the hash decides from then on.
+    withdrawn: AtomicBool,
 }
 
 impl std::fmt::Debug for Steerer {
@@ -182,6 +201,7 @@ impl Steerer {
             state,
             sockets,
             _prog: prog,
+            withdrawn: AtomicBool::new(false),
         }))
     }
 
@@ -189,11 +209,27 @@ impl Steerer {
     /// from now on), so that a successor the sockets are handed to can steer them with its
     /// own program: a socket sits in one `REUSEPORT_SOCKARRAY` at a time.
     pub(crate) fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Relaxed);
         for i in 0..self.state.reactors {
             if let Err(e) = sys::bpf_map_delete(self.sockets.as_fd(), &(i as u32).to_ne_bytes()) {
                 log::warn!("group steering: cannot withdraw listener {i}: {e}");
             }
         }
+    }
+
+    /// Whether reactor `index` takes part in the choice.
+    #[cfg(test)]
+    fn is_present(&self, index: usize) -> bool {
+        let offset = index * ENTRY + PRESENT;
+        assert!(index < self.state.reactors);
+        // SAFETY: in bounds and 4-aligned, as in `SteeringSlot::word`.
+        let word = unsafe { &*(self.state.ptr.as_ptr().add(offset) as *const AtomicU32) };
+        word.load(Ordering::Relaxed) == 1
+    }
+
+    /// Whether [`withdraw`](Steerer::withdraw) was called.
+    pub(crate) fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Relaxed)
     }
 
     /// Reactor `index` takes part in the choice from now on (awake: it has not polled yet).
@@ -202,6 +238,7 @@ impl Steerer {
             steerer: Arc::clone(self),
             index,
             accepted: 0,
+            progress: std::time::Instant::now(),
         };
         slot.word(AWAKE).store(1, Ordering::Relaxed);
         slot.word(PRESENT).store(1, Ordering::Relaxed);
@@ -236,8 +273,10 @@ impl Drop for MappedArray {
 pub(crate) struct SteeringSlot {
     steerer: Arc<Steerer>,
     index: usize,
-    /// Accepts already subtracted from `pending`.
+    /// Accepts already taken off `pending`.
     accepted: u64,
+    /// The last accept (or expiry) seen by [`publish`](SteeringSlot::publish).
+    progress: std::time::Instant,
 }
 
 impl SteeringSlot {
@@ -257,22 +296,36 @@ impl SteeringSlot {
         unsafe { &*(self.steerer.state.ptr.as_ptr().add(offset) as *const AtomicU64) }
     }
 
-    /// Publishes this reactor's load after a turn: `accepted` connections taken off its
-    /// listener so far, `open` of them not closed yet. Their picks stop being pending (never
-    /// below zero: a connection the kernel gave by the hash was never counted as pending).
-    pub(crate) fn publish(&mut self, accepted: u64, open: u64) {
-        // `open` first: in between, the program sees an accepted connection twice (pending
-        // and open) rather than not at all, and errs toward spreading.
-        self.word64(OPEN).store(open, Ordering::Relaxed);
+    /// Publishes this reactor's load after a turn: `accepted` connections it has taken off
+    /// its listeners so far, `open` of them not closed yet, at `now`. `open` first: in
+    /// between, the program counts a connection accepted this turn twice (pending and open)
+    /// rather than not at all, which errs toward spreading.
+    pub(crate) fn publish(&mut self, accepted: u64, open: u64, now: std::time::Instant) {
+        self.word64(OPEN).store(open, Ordering::Release);
         let new = accepted - self.accepted;
         if new > 0 {
             self.accepted = accepted;
+            self.progress = now;
             let _ = self
                 .word64(PENDING)
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                .fetch_update(Ordering::Release, Ordering::Relaxed, |p| {
                     Some(p.saturating_sub(new))
                 });
+        } else if now.saturating_duration_since(self.progress) >= PENDING_EXPIRY {
+            self.progress = now;
+            let pending = self.word64(PENDING);
+            let p = pending.load(Ordering::Relaxed);
+            if p > 0 {
+                // Unless the program gave it one more meanwhile: then next time.
+                let _ = pending.compare_exchange(p, 0, Ordering::Release, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether connections given to this reactor are still pending: it must look again
+    /// within [`PENDING_EXPIRY`], even when nothing else wakes it.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.word64(PENDING).load(Ordering::Relaxed) > 0
     }
 
     /// Called around a blocking `epoll_wait`: `false` before, `true` after.
@@ -424,7 +477,7 @@ pub(crate) fn program_insns(n: usize, load_slack: u32, state: i32, sockets: i32)
     a.i(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM);
     a.jump(JEQ_IMM, 0, 0, 0, pass);
     a.i(MOV64_REG, 7, 0, 0, 0);
-    // r1 = the load of reactor i: picked but not accepted yet, plus accepted and open.
+    // r1 = the load of reactor i: given and not accepted yet, plus accepted and open.
     let load = |a: &mut Asm, i: usize| {
         a.i(LDX_DW, 1, 7, at(i, PENDING), 0);
         a.i(LDX_DW, 3, 7, at(i, OPEN), 0);

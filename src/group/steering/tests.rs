@@ -1,6 +1,6 @@
 //! The steering program, run by a small interpreter of the instructions it uses against a
-//! model of the policy in the module docs. (The kernel's verifier accepting it is pinned by
-//! the group tests, which load it.)
+//! model of the policy in the module docs, and loaded into the kernel for every group size
+//! (where the test may load BPF programs).
 
 use super::*;
 
@@ -311,4 +311,85 @@ fn long_lived_connections_spread_within_the_load_slack_even_with_one_reactor_awa
     let (a, b) = (s.pending[0], s.pending[1]);
     assert_eq!(a + b, 8);
     assert!(a.abs_diff(b) <= u64::from(LOAD_SLACK), "{a} / {b}");
+}
+
+/// The kernel's verifier accepts the program for every group size steering takes (a log
+/// that overflowed its buffer used to fail the load for large groups).
+#[test]
+fn the_kernel_loads_the_program_for_every_group_size() {
+    for n in [2, 3, 4, 8, 16, MAX_REACTORS] {
+        let started = std::time::Instant::now();
+        let value_size = (n * ENTRY + 8) as u32;
+        let state =
+            match sys::bpf_map_create(bpf::MAP_TYPE_ARRAY, 4, value_size, 1, bpf::F_MMAPABLE) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    eprintln!("skipped: no permission to make BPF maps ({e})");
+                    return;
+                }
+                Err(e) => panic!("array map for {n}: {e}"),
+            };
+        let sockets = sys::bpf_map_create(bpf::MAP_TYPE_REUSEPORT_SOCKARRAY, 4, 8, n as u32, 0)
+            .unwrap_or_else(|e| panic!("socket array for {n}: {e}"));
+        let insns = program(
+            n,
+            LOAD_SLACK,
+            std::os::fd::AsRawFd::as_raw_fd(&state),
+            std::os::fd::AsRawFd::as_raw_fd(&sockets),
+        );
+        sys::bpf_prog_load(
+            bpf::PROG_TYPE_SK_REUSEPORT,
+            bpf::SK_REUSEPORT_SELECT,
+            &insns,
+            "finwait_test",
+        )
+        .unwrap_or_else(|e| panic!("{n} reactors, {} instructions: {e}", insns.len()));
+        eprintln!(
+            "{n} reactors: {} instructions, loaded in {:?}",
+            insns.len(),
+            started.elapsed()
+        );
+    }
+}
+
+/// Picks a reactor accepts are taken off its pending count; picks left pending while it
+/// accepts nothing for `PENDING_EXPIRY` (SYNs that never became connections) are cleared.
+#[test]
+fn a_reactor_takes_accepts_off_its_pending_picks_and_clears_lost_ones() {
+    let first = sys::listen_std("127.0.0.1:0".parse().unwrap(), 16, true, true).unwrap();
+    let addr = first.local_addr().unwrap();
+    let second = sys::listen_std(addr, 16, true, true).unwrap();
+    let steerer = match Steerer::install(&[first.as_fd(), second.as_fd()], LOAD_SLACK) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            eprintln!("skipped: no permission to load BPF programs ({e})");
+            return;
+        }
+        Err(e) => panic!("install: {e}"),
+    };
+    let mut slot = steerer.join(0);
+    let start = slot.progress;
+    // The program gave this reactor 5 connections.
+    slot.word64(PENDING).store(5, Ordering::Relaxed);
+    // It accepted 3 of them, 3 still open.
+    slot.publish(3, 3, start);
+    assert_eq!(slot.word64(PENDING).load(Ordering::Relaxed), 2);
+    assert_eq!(slot.word64(OPEN).load(Ordering::Relaxed), 3);
+    assert!(slot.has_pending());
+    // Nothing more accepted, but not for long: still pending.
+    slot.publish(3, 3, start + PENDING_EXPIRY / 2);
+    assert_eq!(slot.word64(PENDING).load(Ordering::Relaxed), 2);
+    // Nothing accepted for the whole expiry: those two were lost.
+    slot.publish(3, 1, start + PENDING_EXPIRY);
+    assert_eq!(slot.word64(PENDING).load(Ordering::Relaxed), 0);
+    assert_eq!(slot.word64(OPEN).load(Ordering::Relaxed), 1);
+    assert!(!slot.has_pending());
+    // Leaving takes the reactor out of the choice; the others stay in it.
+    let other = steerer.join(1);
+    assert!(steerer.is_present(1));
+    assert!(steerer.is_present(0));
+    drop(slot);
+    assert!(!steerer.is_present(0));
+    assert!(steerer.is_present(1));
+    drop(other);
 }
