@@ -1088,6 +1088,8 @@ impl<A> Context<A> {
 enum Drained {
     /// The pipe is empty.
     Empty,
+    /// Not `whole`: one splice took part of the pipe, the rest is still in it.
+    Partial,
     /// The destination is full: the rest waits for its next writable edge.
     Blocked,
     /// The destination failed (its machine has the error) or is gone.
@@ -1129,20 +1131,31 @@ impl<A> Context<A> {
             return false;
         }
         let mut budget = self.options.read_budget;
+        // After a partial splice into the destination the pipe is topped up from the source
+        // before the next one (larger writes, fewer calls); after the source said `EAGAIN`
+        // with bytes in the pipe, the pipe is emptied first (it may have been full).
+        let mut whole = false;
         loop {
-            if self.drain_spliced(pipe, side) != Drained::Empty {
+            let drained = match self.drain_spliced(pipe, side, whole) {
                 // The destination is full (or failed): the source waits, still marked
                 // readable, and is scheduled when the destination takes the pipe's bytes.
-                return true;
-            }
+                Drained::Blocked | Drained::Failed => return true,
+                drained => drained,
+            };
+            whole = false;
             let Some(src) = self.sockets.get_mut(from) else {
                 return true;
             };
-            if !src.readable || !src.conn.wants_read() {
-                return true;
-            }
-            if budget == 0 {
-                self.schedule(from);
+            let wants = src.readable && src.conn.wants_read();
+            if !wants || budget == 0 {
+                // Nothing more to top the pipe up with now: empty it before leaving (no
+                // writable edge would come for a destination that is not full).
+                if wants {
+                    self.schedule(from);
+                }
+                if drained == Drained::Partial {
+                    let _ = self.drain_spliced(pipe, side, true);
+                }
                 return true;
             }
             let Some(dir) = self.pipes.get_mut(pipe).and_then(|p| p.spliced_from(side)) else {
@@ -1151,21 +1164,8 @@ impl<A> Context<A> {
             let Some(stream) = &src.stream else {
                 return true;
             };
-            match sys::splice(sys::stream_fd(stream), dir.pipe.write_end(), budget) {
-                Ok(0) => {
-                    src.readable = false;
-                    let reset = if std::mem::take(&mut src.error_hint) {
-                        sys::take_error(stream)
-                    } else {
-                        None
-                    };
-                    match reset {
-                        Some(e) => src.conn.on_io_error(e, &mut self.actions),
-                        None => src.conn.on_eof(&mut self.actions),
-                    }
-                    self.apply(from);
-                    return true;
-                }
+            let ended = match sys::splice(sys::stream_fd(stream), dir.pipe.write_end(), budget) {
+                Ok(0) => None,
                 Ok(n) => {
                     dir.pipe.held += n;
                     budget = budget.saturating_sub(n);
@@ -1175,6 +1175,7 @@ impl<A> Context<A> {
                         p.machine.tally.forwarded[side_index(side)] += n as u64;
                         p.machine.tally.spliced[side_index(side)] += n as u64;
                     }
+                    continue;
                 }
                 // With an empty pipe, `EAGAIN` can only mean an empty socket: its edge is
                 // spent. With bytes in the pipe it may mean a full pipe instead; the loop
@@ -1184,19 +1185,40 @@ impl<A> Context<A> {
                         src.readable = false;
                         return true;
                     }
+                    whole = true;
+                    continue;
                 }
-                Err(e) => {
-                    src.conn.on_io_error(e, &mut self.actions);
-                    self.apply(from);
-                    return true;
+                Err(e) => Some(e),
+            };
+            // The source's FIN or error: what the pipe holds goes out first, as far as the
+            // destination takes it (the rest follows on its writable edge, the FIN after it).
+            let _ = self.drain_spliced(pipe, side, true);
+            let Some(src) = self.sockets.get_mut(from) else {
+                return true;
+            };
+            match ended {
+                None => {
+                    src.readable = false;
+                    let reset = if std::mem::take(&mut src.error_hint) {
+                        src.stream.as_ref().and_then(sys::take_error)
+                    } else {
+                        None
+                    };
+                    match reset {
+                        Some(e) => src.conn.on_io_error(e, &mut self.actions),
+                        None => src.conn.on_eof(&mut self.actions),
+                    }
                 }
+                Some(e) => src.conn.on_io_error(e, &mut self.actions),
             }
+            self.apply(from);
+            return true;
         }
     }
 
     /// Empties the kernel pipe of the direction whose source is `side` into its destination.
     /// When it empties and the source's FIN was waiting for that, the destination is ended.
-    fn drain_spliced(&mut self, pipe: PipeId, side: Side) -> Drained {
+    fn drain_spliced(&mut self, pipe: PipeId, side: Side, whole: bool) -> Drained {
         let Some(slot) = self.pipes.get_mut(pipe) else {
             return Drained::Failed;
         };
@@ -1216,6 +1238,9 @@ impl<A> Context<A> {
                     dir.pipe.held -= n.min(dir.pipe.held);
                     dst.conn.on_spliced(n);
                     dst.touch(&mut self.timers, self.now);
+                    if !whole && dir.pipe.held > 0 {
+                        return Drained::Partial;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     dst.writable = false;
@@ -1251,7 +1276,7 @@ impl<A> Context<A> {
         if !self.sockets.get(to).is_some_and(|d| d.writable) {
             return;
         }
-        if self.drain_spliced(pipe, from) == Drained::Empty
+        if self.drain_spliced(pipe, from, true) == Drained::Empty
             && self.sockets.get(source).is_some_and(|s| s.readable)
         {
             self.schedule(source);
