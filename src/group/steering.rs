@@ -118,7 +118,12 @@ pub const LOAD_SLACK: u32 = 2;
 /// a pick that never becomes a connection (a SYN dropped by a full accept queue, a failed
 /// handshake, the second pick of a syncookie's ACK) must not count as load for good. A
 /// reactor's load is `pending + open`.
-const ENTRY: usize = 32;
+///
+/// One cache line per reactor: each reactor writes its own entry around every `epoll_wait`
+/// and after every turn, and two reactors on different cores sharing a line would bounce it
+/// between them at that rate (false sharing). The program's `sticky` word follows the
+/// entries, on a line of its own.
+const ENTRY: usize = 64;
 const AWAKE: usize = 0;
 const PRESENT: usize = 4;
 const PICKS: usize = 8;
@@ -220,11 +225,7 @@ impl Steerer {
     /// Whether reactor `index` takes part in the choice.
     #[cfg(test)]
     fn is_present(&self, index: usize) -> bool {
-        let offset = index * ENTRY + PRESENT;
-        assert!(index < self.state.reactors);
-        // SAFETY: in bounds and 4-aligned, as in `SteeringSlot::word`.
-        let word = unsafe { &*(self.state.ptr.as_ptr().add(offset) as *const AtomicU32) };
-        word.load(Ordering::Relaxed) == 1
+        self.state.word(index, PRESENT).load(Ordering::Relaxed) == 1
     }
 
     /// Whether [`withdraw`](Steerer::withdraw) was called.
@@ -259,6 +260,24 @@ unsafe impl Send for MappedArray {}
 // SAFETY: as above.
 unsafe impl Sync for MappedArray {}
 
+impl MappedArray {
+    /// The 32-bit `field` of reactor `index`'s entry.
+    fn word(&self, index: usize, field: usize) -> &AtomicU32 {
+        assert!(index < self.reactors && field + 4 <= ENTRY);
+        // SAFETY: in bounds of the mapping (`ENTRY` bytes per reactor, checked above),
+        // 4-aligned (page-aligned mapping, 4-aligned fields), and shared only through atomic
+        // accesses and the kernel's aligned loads and atomic adds.
+        unsafe { &*(self.ptr.as_ptr().add(index * ENTRY + field) as *const AtomicU32) }
+    }
+
+    /// The 64-bit `field` of reactor `index`'s entry.
+    fn word64(&self, index: usize, field: usize) -> &AtomicU64 {
+        assert!(index < self.reactors && field.is_multiple_of(8) && field + 8 <= ENTRY);
+        // SAFETY: as in `word`, 8-aligned.
+        unsafe { &*(self.ptr.as_ptr().add(index * ENTRY + field) as *const AtomicU64) }
+    }
+}
+
 impl Drop for MappedArray {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `install`; no slot outlives the `Steerer` holding it.
@@ -281,19 +300,11 @@ pub(crate) struct SteeringSlot {
 
 impl SteeringSlot {
     fn word(&self, field: usize) -> &AtomicU32 {
-        debug_assert!(self.index < self.steerer.state.reactors);
-        let offset = self.index * ENTRY + field;
-        // SAFETY: in bounds of the mapping (index < reactors, the array holds `ENTRY` bytes
-        // per reactor), 4-aligned (page-aligned mapping, 4-aligned offsets), and shared only
-        // through atomic accesses and the kernel's aligned loads.
-        unsafe { &*(self.steerer.state.ptr.as_ptr().add(offset) as *const AtomicU32) }
+        self.steerer.state.word(self.index, field)
     }
 
     fn word64(&self, field: usize) -> &AtomicU64 {
-        debug_assert!(self.index < self.steerer.state.reactors);
-        let offset = self.index * ENTRY + field;
-        // SAFETY: as in `word`; 64-bit fields sit at 8-aligned offsets.
-        unsafe { &*(self.steerer.state.ptr.as_ptr().add(offset) as *const AtomicU64) }
+        self.steerer.state.word64(self.index, field)
     }
 
     /// Publishes this reactor's load after a turn: `accepted` connections it has taken off
