@@ -162,6 +162,11 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io
             Ok(n as usize)
         }
     })
+    .inspect_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            faults::note_splice_would_block(to);
+        }
+    })
     .map_err(reset_not_epipe)
 }
 
@@ -591,6 +596,36 @@ pub(crate) mod faults {
     #[inline(always)]
     pub(super) fn check(_: Call) -> io::Result<()> {
         Ok(())
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        static SPLICES_INTO_FULL_SOCKET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Counts an `EAGAIN` from a splice whose destination is a socket: a syscall spent on a
+    /// destination that had no room.
+    #[cfg(test)]
+    pub(super) fn note_splice_would_block(to: std::os::fd::BorrowedFd<'_>) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fstat on an fd the caller holds, into a zeroed stat.
+        let is_socket = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(to.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        };
+        if is_socket {
+            SPLICES_INTO_FULL_SOCKET.with(|c| c.set(c.get() + 1));
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(super) fn note_splice_would_block(_: std::os::fd::BorrowedFd<'_>) {}
+
+    /// How many splices into a socket failed with `EAGAIN` on this thread; resets the count.
+    #[cfg(test)]
+    pub(crate) fn take_splices_into_full_socket() -> usize {
+        SPLICES_INTO_FULL_SOCKET.with(|c| c.replace(0))
     }
 }
 

@@ -101,3 +101,85 @@ fn eintr_in_splice_is_retried_and_invisible() {
     assert_eq!(summary.a_to_b, SIZE as u64);
     assert!(summary.a_to_b_spliced > 0, "the pair never spliced");
 }
+
+/// A destination known to be full is not spliced into again until its writable edge: every
+/// readable edge of the source used to cost a splice that failed with `EAGAIN`. The upstream
+/// reads nothing until the client has filled the path (or 400 turns passed), then everything.
+#[test]
+fn full_destination_is_not_spliced_into_again_before_its_writable_edge() {
+    const BIG: usize = 16 << 20;
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A small receive buffer at the upstream (accepted sockets inherit it), so that the path
+    // cannot absorb the client's bytes while the upstream reads nothing.
+    socket2::SockRef::from(&upstream)
+        .set_recv_buffer_size(64 << 10)
+        .unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let mut h = Proxy {
+        upstream: upstream.local_addr().unwrap(),
+        summary: None,
+    };
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (wrote_all, all_written) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        // Small segments: many readable edges at the proxy while the upstream is full.
+        c.set_nodelay(true).unwrap();
+        let chunk = vec![7u8; 4 << 10];
+        for _ in 0..BIG / chunk.len() {
+            c.write_all(&chunk).unwrap();
+        }
+        let _ = wrote_all.send(());
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).map(|_| rest)
+    });
+    let server = std::thread::spawn(move || {
+        let (mut up, _) = upstream.accept().unwrap();
+        up.set_read_timeout(Some(LIMIT)).unwrap();
+        let _ = wait.recv();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match up.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got += n,
+            }
+        }
+    });
+    faults::take_splices_into_full_socket();
+    // The stall: the client writes while the upstream reads nothing, so the pipe and the
+    // upstream's buffers fill while the client's bytes keep arriving at the proxy.
+    for _ in 0..400 {
+        reactor
+            .run_once(&mut h, Some(Duration::from_millis(5)))
+            .unwrap();
+        if all_written.try_recv().is_ok() {
+            break;
+        }
+    }
+    let during_stall = faults::take_splices_into_full_socket();
+    go.send(()).unwrap();
+    let start = Instant::now();
+    while h.summary.is_none() {
+        assert!(start.elapsed() < LIMIT, "the pair never ended");
+        reactor
+            .run_once(&mut h, Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    assert_eq!(server.join().unwrap(), BIG, "the upstream got other bytes");
+    assert_eq!(client.join().unwrap().unwrap(), b"");
+    let summary = h.summary.unwrap();
+    assert_eq!(summary.a_to_b, BIG as u64);
+    assert!(summary.a_to_b_spliced > 0, "the pair never spliced");
+    let after = faults::take_splices_into_full_socket();
+    // One `EAGAIN` may follow a splice that filled the socket exactly, one a writable edge
+    // the upstream's window closed behind; every source edge cost one before (7-23 here).
+    assert!(
+        during_stall <= 2,
+        "{during_stall} splices into the full upstream while it read nothing ({after} after)"
+    );
+}
