@@ -48,7 +48,7 @@ use crate::sys;
 
 mod steering;
 pub use steering::{LOAD_SLACK as STEERING_LOAD_SLACK, SLACK as STEERING_SLACK, Steering};
-pub(crate) use steering::{PENDING_EXPIRY, SteeringSlot};
+pub(crate) use steering::{SteeringSlot, poll_timeout};
 
 /// How a [`Group`] is made.
 ///

@@ -485,12 +485,10 @@ impl<A: Default> Reactor<A> {
         };
         // Picks pending at this reactor are looked at again within the expiry, even if
         // nothing else wakes it (a lost SYN must not count as its load for good).
-        let timeout = match &self.steering {
-            Some(s) if s.has_pending() => {
-                Some(timeout.map_or(steering_expiry(), |t| t.min(steering_expiry())))
-            }
-            _ => timeout,
-        };
+        let timeout = crate::group::poll_timeout(
+            timeout,
+            self.steering.as_ref().is_some_and(|s| s.has_pending()),
+        );
         // A group's steering sends new connections to reactors that are awake: say when
         // this one sleeps.
         let sleeps = timeout != Some(Duration::ZERO) && self.steering.is_some();
@@ -656,11 +654,6 @@ impl<A: Default> Reactor<A> {
             }
         }
     }
-}
-
-/// How long a group's steering lets picks stay pending at a reactor that accepts nothing.
-fn steering_expiry() -> Duration {
-    crate::group::PENDING_EXPIRY
 }
 
 /// A reactor is built on one thread and may be moved to the thread that runs it.

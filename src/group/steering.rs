@@ -135,6 +135,20 @@ const OPEN: usize = 24;
 /// would notice a reactor passed over.
 pub(crate) const PENDING_EXPIRY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The poll timeout of a group reactor: `timeout` (`None`: until an event), no longer than
+/// [`PENDING_EXPIRY`] while picks are `pending` at it, so that lost ones expire even when
+/// nothing else wakes it.
+pub(crate) fn poll_timeout(
+    timeout: Option<std::time::Duration>,
+    pending: bool,
+) -> Option<std::time::Duration> {
+    if pending {
+        Some(timeout.map_or(PENDING_EXPIRY, |t| t.min(PENDING_EXPIRY)))
+    } else {
+        timeout
+    }
+}
+
 /// The program and maps steering one group; dropped with the group's last reactor.
 pub(crate) struct Steerer {
     state: MappedArray,

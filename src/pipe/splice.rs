@@ -10,6 +10,9 @@
 //!   the pipe is full. Only with an empty pipe is it surely the socket (its edge is consumed);
 //!   otherwise the source stays marked readable and is read again once the destination took
 //!   some of the pipe — an edge-triggered source would otherwise never be reported again.
+//!   The other way round, a destination that said `EAGAIN` (or took part of the pipe: its
+//!   send buffer is full) is not spliced into again before its writable edge, however often
+//!   the source brings more.
 //! - **Two fds per pipe, against `EMFILE`.** Pipes are bounded by
 //!   [`ReactorOptions::splice_pipes`](crate::ReactorOptions::splice_pipes); past it, or when
 //!   `pipe2` fails (out of fds), the direction copies instead, as it did before.

@@ -393,3 +393,20 @@ fn a_reactor_takes_accepts_off_its_pending_picks_and_clears_lost_ones() {
     assert!(steerer.is_present(1));
     drop(other);
 }
+
+#[test]
+fn pending_picks_cap_the_poll_timeout_at_the_expiry() {
+    let second = std::time::Duration::from_secs(1);
+    let hour = std::time::Duration::from_secs(3600);
+    // Nothing pending: the reactor's own timeout, even none (until an event).
+    assert_eq!(poll_timeout(None, false), None);
+    assert_eq!(poll_timeout(Some(hour), false), Some(hour));
+    // Pending picks: looked at again within the expiry, never later than asked.
+    assert_eq!(poll_timeout(None, true), Some(PENDING_EXPIRY));
+    assert_eq!(poll_timeout(Some(hour), true), Some(PENDING_EXPIRY));
+    assert_eq!(poll_timeout(Some(second), true), Some(second));
+    assert_eq!(
+        poll_timeout(Some(std::time::Duration::ZERO), true),
+        Some(std::time::Duration::ZERO)
+    );
+}
