@@ -287,11 +287,12 @@ impl Report {
     }
 }
 
-/// CPU time of the server (from `/proc/PID/stat`) and of this process, sampled at the start
-/// and end of the measured interval.
+/// CPU time of the server (from `/proc/PID/stat`), of this process and of the whole machine,
+/// sampled at the start and end of the measured interval.
 struct CpuMeter {
     pid: Option<u32>,
     server0: Option<u64>,
+    machine0: Option<u64>,
     threads0: Option<Vec<ThreadSample>>,
     client0: f64,
     start: Instant,
@@ -305,6 +306,9 @@ struct CpuUsed {
     /// involuntary ones).
     server_threads: Vec<(u64, u64, u64)>,
     client_cpu_s: f64,
+    /// Every CPU's busy time: the server, this process, the upstream, and the kernel's work
+    /// for them wherever it ran.
+    machine_cpu_s: Option<f64>,
 }
 
 impl CpuMeter {
@@ -312,6 +316,7 @@ impl CpuMeter {
         CpuMeter {
             pid,
             server0: pid.and_then(cpu_ticks),
+            machine0: machine_busy_ticks(),
             threads0: pid.and_then(thread_samples),
             client0: self_cpu_s(),
             start: Instant::now(),
@@ -349,14 +354,18 @@ impl CpuMeter {
             server_sched_s,
             server_threads,
             client_cpu_s: self_cpu_s() - self.client0,
+            machine_cpu_s: match (machine_busy_ticks(), self.machine0) {
+                (Some(b), Some(a)) => Some(b.saturating_sub(a) as f64 / clk_tck()),
+                _ => None,
+            },
         }
     }
 }
 
 impl CpuUsed {
     /// Adds `seconds`, `server_cpu_s` and `server_cpu_us_per_op` (per `ops` of `unit`), the
-    /// same from schedstat (`server_sched_cpu_s`, `server_sched_us_per_op`), and
-    /// `client_cpu_s`.
+    /// same from schedstat (`server_sched_cpu_s`, `server_sched_us_per_op`), `client_cpu_s`,
+    /// and the whole machine's (`machine_cpu_s`, `machine_cpu_us_per_op`).
     fn report(&self, r: &mut Report, ops: f64, unit: &str) {
         let per_op = |s: f64| if ops > 0.0 { s * 1e6 / ops } else { f64::NAN };
         let per_count = |n: u64| if ops > 0.0 { n as f64 / ops } else { f64::NAN };
@@ -399,6 +408,13 @@ impl CpuUsed {
             );
         }
         r.num("client_cpu_s", self.client_cpu_s);
+        // Over loopback the kernel's receive path runs on the sender's CPU (softirq after
+        // `loopback_xmit`, net/core/dev.c), so a server's own CPU includes part of its peers'
+        // TCP work and theirs part of its: the machine's total is the sum nobody can shift.
+        if let Some(s) = self.machine_cpu_s {
+            r.num("machine_cpu_s", s);
+            r.num("machine_cpu_us_per_op", per_op(s));
+        }
     }
 }
 
@@ -408,6 +424,19 @@ fn clk_tck() -> f64 {
     // SAFETY: sysconf has no memory effects.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Busy time of every CPU together, in clock ticks: user, nice, system, irq and softirq of
+/// the `cpu` line of `/proc/stat` (proc(5)); idle, iowait and steal are not busy.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(f.get(0)? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
 }
 
 /// utime + stime of `pid`, in clock ticks.

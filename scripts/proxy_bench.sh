@@ -46,7 +46,9 @@
 # /proc/PID/task/*/schedstat, sampled by loadgen over the measured interval (--server-pid).
 # PROXY_BENCH_ROUNDS (3) rounds; in each, every scenario runs every proxy in turn, each round
 # starting with the next proxy; the tables show medians over the rounds, with ratios against
-# the tokio proxy and against the C splice proxy.
+# the tokio proxy and against the C splice proxy, finwait's proxy against each peer round by
+# round (each round's own ratio: its median and range), and the whole machine's CPU per unit
+# (loadgen's machine_cpu_s: over loopback part of each side's TCP work runs on the other's CPU).
 #
 # Output: the tables on stdout and in $TARGET/proxy_bench.md, loadgen's JSON lines (plus
 # "proxy" and "round") in $TARGET/proxy_bench.jsonl, diagnostics in $TARGET/proxy_bench.log.
@@ -346,6 +348,20 @@ def per_unit(r):
         return r.get("server_sched_us_per_op", r.get("server_cpu_us_per_op"))
     return None
 
+def machine_per_unit(r):
+    """Every CPU's busy time per unit: the proxy, loadgen, the upstream and the kernel's work
+    for all three, wherever it ran (None when not measured)."""
+    s, c = r["scenario"], r.get("machine_cpu_s")
+    if c is None:
+        return None
+    if s == "bulk" and r.get("bytes"):
+        return c * 1e3 / (2 * r["bytes"] / GIB)
+    if s in ("upload", "download") and r.get("bytes"):
+        return c * 1e3 / (r["bytes"] / GIB)
+    if s in ("pingpong", "churn"):
+        return r.get("machine_cpu_us_per_op")
+    return None
+
 def rate(r):
     return {"bulk": "gib_per_s", "upload": "gib_per_s", "download": "gib_per_s",
             "pingpong": "msg_per_s", "churn": "conns_per_s"}.get(r["scenario"])
@@ -361,6 +377,7 @@ for p in proxies:
         key = rate(rs[0]) if rs else None
         cells[p, s] = {
             "cpu": median([per_unit(r) for r in rs]),
+            "machine": median([machine_per_unit(r) for r in rs]),
             "p99": median([r.get("p99_us") for r in rs]),
             "rate": median([r.get(key) for r in rs]) if key else None,
             # loadgen counts an idle run whose proxy's fds are not back at the baseline 5 s
@@ -410,6 +427,36 @@ for base, label in (("tokio", "the tokio proxy"), ("c-splice", "the C splice pro
         print(f"| {p} | " + " | ".join(row) + " |")
 
 rcols = [s for s in cols if s != "idle"]
+
+# finwait's proxy against each peer round by round: each round's own ratio (the proxies of a
+# round run one after the other, so they share its state of the machine), its median over
+# the rounds and its range.
+for me in [m for m in ("finwait-splice", "finwait") if m in proxies]:
+    print(f"\n{me} against each proxy, round by round (median of each round's own ratio of "
+          "proxy CPU per unit, and its range):\n")
+    print("| against | " + " | ".join(rcols) + " |")
+    print("|---|" + "---|" * len(rcols))
+    for p in proxies:
+        if p == me:
+            continue
+        row = []
+        for s in rcols:
+            mine = {r["round"]: per_unit(r) for r in runs if r.get("proxy") == me and r.get("scenario") == s}
+            xs = [mine[r["round"]] / per_unit(r) for r in runs
+                  if r.get("proxy") == p and r.get("scenario") == s and mine.get(r["round"])
+                  and per_unit(r)]
+            row.append(f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})" if xs else "–")
+        print(f"| {p} | " + " | ".join(row) + " |")
+
+if any(cells[p, s]["machine"] is not None for p in proxies for s in rcols):
+    print("\nWhole machine CPU per unit of work (every CPU's busy time: the proxy, loadgen, the"
+          " upstream and the kernel's work for them wherever it ran; over loopback a packet's"
+          " receive path runs on the sending CPU, so part of the proxy's peers' TCP work lands"
+          " on the proxy's CPU, and part of its own on theirs, by timing):\n")
+    print("| proxy | " + " | ".join(units[s] for s in rcols) + " |")
+    print("|---|" + "---:|" * len(rcols))
+    for p in proxies:
+        print(f"| {p} | " + " | ".join(fmt(cells[p, s]["machine"]) for s in rcols) + " |")
 rate_units = {"bulk": "bulk GiB/s (echoed)", "upload": "upload GiB/s",
               "download": "download GiB/s", "pingpong": "msg/s", "churn": "conn/s"}
 print("\nThroughput and checks (errors summed over the rounds; bytes and echoes are checked by"
