@@ -436,7 +436,7 @@ fn machine_busy_ticks() -> Option<u64> {
         .skip(1)
         .map(|v| v.parse().ok())
         .collect::<Option<_>>()?;
-    Some(f.get(0)? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
 }
 
 /// utime + stime of `pid`, in clock ticks.
