@@ -346,6 +346,10 @@ struct Local {
     error: Option<String>,
     /// The loop turn that delivered `Close`.
     closed_in_turn: Option<u64>,
+    /// A socket mapped to its peer by a guess (see `Rec::guessed`) that the program ended or
+    /// closed: after its peer's reset, which came before the accept. Kept on the socket, not
+    /// on the guessed peer's `Reset`: the guess may be matched to another peer at the end.
+    closed_by_app: bool,
 }
 
 #[derive(Default)]
@@ -575,6 +579,7 @@ fn check_reset(id: SocketId, local: &Local, reset: Option<&Reset>) {
     let ev = &local.events;
     if let Some(reset) = reset
         && reset.must_report()
+        && !local.closed_by_app
     {
         let n = ev.len();
         assert!(
@@ -792,7 +797,11 @@ fn run(ops: &[Operation]) {
                     }
                     LocalCall::Destroy => r.context_mut().destroy(id).is_ok(),
                 };
-                if closing && let Some(reset) = &mut h.resets[i] {
+                if closing && h.guessed.contains(&id) {
+                    if let Some(local) = h.locals.get_mut(&id) {
+                        local.closed_by_app = true;
+                    }
+                } else if closing && let Some(reset) = &mut h.resets[i] {
                     reset.closed_by_app = true;
                 }
             }

@@ -1,0 +1,12 @@
+/work/wt/target-old/release/deps/env_logger-29e4c9bae3453d21.d: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/logger.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/mod.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/buffer.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/target.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/fmt/mod.rs
+
+/work/wt/target-old/release/deps/libenv_logger-29e4c9bae3453d21.rlib: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/logger.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/mod.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/buffer.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/target.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/fmt/mod.rs
+
+/work/wt/target-old/release/deps/libenv_logger-29e4c9bae3453d21.rmeta: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/logger.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/mod.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/buffer.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/target.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/fmt/mod.rs
+
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/lib.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/logger.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/mod.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/buffer.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/writer/target.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/env_logger-0.11.12/src/fmt/mod.rs:
