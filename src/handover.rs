@@ -438,12 +438,28 @@ impl Drop for HandoverServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // Only our own socket file: after a handover the path is the successor's.
+        // Only our own socket file: after a handover the path is the successor's, and after
+        // a failed one it may be the old server's again, rebound this very moment — the
+        // check and the removal are one step under the directory's lock.
+        let _lock = lock_directory_of(&self.path);
         let ino = self.ino.load(Ordering::Relaxed);
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == ino) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The lock every server at a path in this directory takes to replace or remove its socket
+/// file (a `flock(2)` on the directory, released when dropped). `None` (logged) if it cannot
+/// be had within a second: the caller goes on without it, as before there was one.
+fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    sys::lock_directory(dir, Duration::from_secs(1))
+        .inspect_err(|e| log::warn!("handover: locking {}: {e}", dir.display()))
+        .ok()
 }
 
 /// Binds a Unix-domain listener at `path` atomically: bound beside it, then renamed over
@@ -455,6 +471,9 @@ fn bind_atomically(path: &Path) -> Result<(UnixListener, u64)> {
     let mut temp_name = file.to_os_string();
     temp_name.push(format!(".{}.tmp", std::process::id()));
     let temp = path.with_file_name(temp_name);
+    // Not while another server at this path checks whether the file there is its own to
+    // remove (see `HandoverServer::drop`).
+    let _lock = lock_directory_of(path);
     let _ = std::fs::remove_file(&temp);
     let uds = UnixListener::bind(&temp).map_err(|e| Error::io_about(temp.display(), e))?;
     std::fs::rename(&temp, path).map_err(|e| Error::io_about(path.display(), e))?;

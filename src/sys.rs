@@ -29,6 +29,7 @@
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -708,6 +709,28 @@ pub(crate) fn register_signals(
 /// An eventfd registered with the poller, for waking it from another thread.
 pub(crate) fn waker(registry: &mio::Registry, token: mio::Token) -> io::Result<mio::Waker> {
     mio::Waker::new(registry, token)
+}
+
+/// An exclusive `flock(2)` on the directory `dir`, held until the returned fd is dropped.
+/// Waits up to `limit` for another holder (`LOCK_NB`, retried every millisecond), then
+/// returns `WouldBlock`.
+pub(crate) fn lock_directory(dir: &Path, limit: Duration) -> io::Result<OwnedFd> {
+    let dir = std::fs::File::open(dir)?;
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on an fd we hold.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(OwnedFd::from(dir));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock if start.elapsed() < limit => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            _ => return Err(e),
+        }
+    }
 }
 
 /// `poll(2)` for readability (or hang-up) of `fds`, waiting as long as it takes; which of them
