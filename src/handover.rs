@@ -387,7 +387,9 @@ pub(crate) fn ask_copies<A: 'static>(
 /// Serves handovers at a path, on a thread of its own: offers copies of the listening sockets
 /// to a successor and, when it accepts, runs `on_accepted` (which stops the reactors'
 /// accepting and shuts them down). One handover at most succeeds; after it the server stops.
-/// Dropping it stops serving, and removes the socket file if it is still ours.
+/// Dropping it stops serving, and removes the socket file if it is still ours. Servers put
+/// their socket file at the path and remove it under an exclusive `flock(2)` on its directory
+/// (held for microseconds; waited for up to 1 s, then done without it).
 #[derive(Debug)]
 pub struct HandoverServer {
     path: PathBuf,
