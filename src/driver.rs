@@ -1088,7 +1088,8 @@ impl<A> Context<A> {
 enum Drained {
     /// The pipe is empty.
     Empty,
-    /// Not `whole`: one splice took part of the pipe, the rest is still in it.
+    /// Not `whole`: one splice took part of the pipe, so the destination is full (its
+    /// writable edge follows) and the pipe has room to top up from the source.
     Partial,
     /// The destination is full: the rest waits for its next writable edge.
     Blocked,
@@ -1136,25 +1137,21 @@ impl<A> Context<A> {
         // with bytes in the pipe, the pipe is emptied first (it may have been full).
         let mut whole = false;
         loop {
-            let drained = match self.drain_spliced(pipe, side, whole) {
-                // The destination is full (or failed): the source waits, still marked
-                // readable, and is scheduled when the destination takes the pipe's bytes.
-                Drained::Blocked | Drained::Failed => return true,
-                drained => drained,
-            };
+            // The destination is full (or failed): the source waits, still marked readable,
+            // and is scheduled when the destination takes the pipe's bytes.
+            if let Drained::Blocked | Drained::Failed = self.drain_spliced(pipe, side, whole) {
+                return true;
+            }
             whole = false;
             let Some(src) = self.sockets.get_mut(from) else {
                 return true;
             };
             let wants = src.readable && src.conn.wants_read();
             if !wants || budget == 0 {
-                // Nothing more to top the pipe up with now: empty it before leaving (no
-                // writable edge would come for a destination that is not full).
+                // Nothing more to top the pipe up with now. The pipe is empty, or the
+                // destination is full (`Partial`): its writable edge drains the rest.
                 if wants {
                     self.schedule(from);
-                }
-                if drained == Drained::Partial {
-                    let _ = self.drain_spliced(pipe, side, true);
                 }
                 return true;
             }
