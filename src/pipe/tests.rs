@@ -32,17 +32,35 @@ impl Handler for Proxy {
     }
 }
 
+/// A reactor splicing every accepted connection to `upstream`, and its listener's address.
+fn proxy_to(upstream: &TcpListener) -> (Reactor, Proxy, std::net::SocketAddr) {
+    let mut reactor = Reactor::new().unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let addr = reactor.listener_addr(l).unwrap();
+    let h = Proxy {
+        upstream: upstream.local_addr().unwrap(),
+        summary: None,
+    };
+    (reactor, h, addr)
+}
+
+/// Runs the reactor until its pair ended; its summary.
+fn run_until_the_pair_ends(reactor: &mut Reactor, h: &mut Proxy) -> PipeSummary {
+    let start = Instant::now();
+    while h.summary.is_none() {
+        assert!(start.elapsed() < LIMIT, "the pair never ended");
+        reactor
+            .run_once(h, Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    h.summary.take().unwrap()
+}
+
 /// The client sends `SIZE` patterned bytes and its FIN through the pair; the upstream reads
 /// them to the end and closes. Returns what the upstream read and the summary.
 fn send_through() -> (Vec<u8>, PipeSummary) {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut reactor = Reactor::new().unwrap();
-    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
-    let addr = reactor.listener_addr(l).unwrap();
-    let mut h = Proxy {
-        upstream: upstream.local_addr().unwrap(),
-        summary: None,
-    };
+    let (mut reactor, mut h, addr) = proxy_to(&upstream);
     let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
     let sent = payload.clone();
     let client = std::thread::spawn(move || {
@@ -60,13 +78,7 @@ fn send_through() -> (Vec<u8>, PipeSummary) {
         up.read_to_end(&mut got).unwrap();
         got
     });
-    let start = Instant::now();
-    while h.summary.is_none() {
-        assert!(start.elapsed() < LIMIT, "the pair never ended");
-        reactor
-            .run_once(&mut h, Some(Duration::from_millis(20)))
-            .unwrap();
-    }
+    let summary = run_until_the_pair_ends(&mut reactor, &mut h);
     assert_eq!(
         client.join().unwrap().unwrap(),
         b"",
@@ -78,7 +90,7 @@ fn send_through() -> (Vec<u8>, PipeSummary) {
         "the upstream read {} other bytes",
         got.len()
     );
-    (got, h.summary.unwrap())
+    (got, summary)
 }
 
 #[test]
@@ -114,13 +126,7 @@ fn full_destination_is_not_spliced_into_again_before_its_writable_edge() {
     socket2::SockRef::from(&upstream)
         .set_recv_buffer_size(64 << 10)
         .unwrap();
-    let mut reactor = Reactor::new().unwrap();
-    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
-    let addr = reactor.listener_addr(l).unwrap();
-    let mut h = Proxy {
-        upstream: upstream.local_addr().unwrap(),
-        summary: None,
-    };
+    let (mut reactor, mut h, addr) = proxy_to(&upstream);
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let (wrote_all, all_written) = std::sync::mpsc::channel::<()>();
     let client = std::thread::spawn(move || {
@@ -163,16 +169,9 @@ fn full_destination_is_not_spliced_into_again_before_its_writable_edge() {
     }
     let during_stall = faults::take_splices_into_full_socket();
     go.send(()).unwrap();
-    let start = Instant::now();
-    while h.summary.is_none() {
-        assert!(start.elapsed() < LIMIT, "the pair never ended");
-        reactor
-            .run_once(&mut h, Some(Duration::from_millis(20)))
-            .unwrap();
-    }
+    let summary = run_until_the_pair_ends(&mut reactor, &mut h);
     assert_eq!(server.join().unwrap(), BIG, "the upstream got other bytes");
     assert_eq!(client.join().unwrap().unwrap(), b"");
-    let summary = h.summary.unwrap();
     assert_eq!(summary.a_to_b, BIG as u64);
     assert!(summary.a_to_b_spliced > 0, "the pair never spliced");
     let after = faults::take_splices_into_full_socket();
