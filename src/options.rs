@@ -262,8 +262,21 @@ pub struct ReactorOptions {
     /// `splice` at once (default 1024; each is two fds, one per spliced direction of a pair
     /// that streams). Past it, and when the process is out of fds, a pipe copies instead.
     pub splice_pipes: usize,
-    /// The size asked for each kernel pipe (`F_SETPIPE_SZ`; default `None`: the kernel's
-    /// 64 KiB). Larger pipes move more per `splice` and cost that much kernel memory each.
+    /// The size in bytes asked for each kernel pipe (`F_SETPIPE_SZ`, rounded up by the
+    /// kernel to a power of two of pages; default 256 KiB, `None`: the kernel's 64 KiB).
+    ///
+    /// A larger pipe moves more per `splice`: through the proxy example on loopback, 256 KiB
+    /// pipes cost about 17 % less CPU per GiB than 64 KiB ones (BENCHMARKS.md, "Larger
+    /// pipes"). The cost is kernel memory: a pipe holds up to its size of a stream whose
+    /// destination is slow, so the pool may hold `splice_pipes` × this many bytes in all —
+    /// little next to the two sockets' own buffers, which reach several MiB each.
+    ///
+    /// The kernel charges pipe capacity to the user: an unprivileged one (without
+    /// `CAP_SYS_RESOURCE`) may not ask for more than `/proc/sys/fs/pipe-max-size` (1 MiB by
+    /// default), and once its pipes total `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by
+    /// default; 256 pipes of 256 KiB) it gets no larger pipes and new ones of 2 pages
+    /// (pipe(7)). A pipe that cannot have this size gets the kernel's 64 KiB; one that cannot
+    /// have even that is closed, and its direction copies instead. Nothing is lost either way.
     pub splice_pipe_size: Option<usize>,
 }
 
@@ -275,7 +288,7 @@ impl Default for ReactorOptions {
             accept_retry: Duration::from_millis(100),
             read_budget: 8 << 20,
             splice_pipes: 1024,
-            splice_pipe_size: None,
+            splice_pipe_size: Some(crate::pipe::splice::DEFAULT_PIPE_SIZE),
         }
     }
 }
@@ -319,6 +332,15 @@ impl ReactorOptions {
         self
     }
     /// Sets [`splice_pipe_size`](Self::splice_pipe_size).
+    ///
+    /// ```
+    /// use finwait::ReactorOptions;
+    /// // Many streams at once as an unprivileged user: the kernel's 64 KiB pipes, so that
+    /// // up to 1024 of them fit in the default 64 MiB of pipe pages per user.
+    /// let opts = ReactorOptions::new().splice_pipe_size(None);
+    /// assert_eq!(opts.splice_pipe_size, None);
+    /// assert_eq!(ReactorOptions::new().splice_pipe_size, Some(256 * 1024));
+    /// ```
     pub fn splice_pipe_size(mut self, bytes: Option<usize>) -> Self {
         self.splice_pipe_size = bytes;
         self

@@ -128,9 +128,12 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// `F_SETPIPE_SZ`: the kernel rounds up to a power of two of pages and refuses sizes over
-/// `/proc/sys/fs/pipe-max-size` for unprivileged processes (fcntl(2)). Returns the size set.
+/// `F_SETPIPE_SZ`: the kernel rounds up to a power of two of pages and refuses (`EPERM`)
+/// sizes over `/proc/sys/fs/pipe-max-size`, and any growth once the user's pipes total
+/// `/proc/sys/fs/pipe-user-pages-soft`, for unprivileged processes (fcntl(2), pipe(7)).
+/// Returns the size set.
 pub(crate) fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    faults::check(faults::Call::SetPipeSize)?;
     let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
     // SAFETY: fcntl on an fd we hold, with an integer argument.
     let set = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
@@ -138,6 +141,17 @@ pub(crate) fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usi
         return Err(io::Error::last_os_error());
     }
     Ok(set as usize)
+}
+
+/// `F_GETPIPE_SZ`: the pipe's capacity in bytes.
+#[cfg(test)]
+pub(crate) fn pipe_size(pipe: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl on an fd we hold, no argument.
+    let size = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size as usize)
 }
 
 /// Moves up to `len` bytes from `from` to `to` inside the kernel (`splice(2)`,
@@ -552,6 +566,7 @@ pub(crate) mod faults {
         Accept,
         Splice,
         Pipe,
+        SetPipeSize,
     }
 
     #[cfg(test)]

@@ -16,6 +16,10 @@
 //! - **Two fds per pipe, against `EMFILE`.** Pipes are bounded by
 //!   [`ReactorOptions::splice_pipes`](crate::ReactorOptions::splice_pipes); past it, or when
 //!   `pipe2` fails (out of fds), the direction copies instead, as it did before.
+//! - **The user's pipe pages.** The kernel charges every pipe's capacity to its user; an
+//!   unprivileged user past `/proc/sys/fs/pipe-user-pages-soft` gets 2-page pipes and no
+//!   larger ones (pipe(7)). A pipe that cannot be sized to at least the kernel's default is
+//!   closed, and the direction copies.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -35,6 +39,14 @@ pub enum Splice {
     #[default]
     Auto,
 }
+
+/// The capacity of a new pipe unless asked otherwise (pipe(7): 16 pages since Linux 2.6.11).
+pub(crate) const KERNEL_PIPE_SIZE: usize = 64 * 1024;
+
+/// The size [`ReactorOptions::splice_pipe_size`](crate::ReactorOptions::splice_pipe_size)
+/// asks for unless told otherwise: four times the kernel's default, so a stream moves 256 KiB
+/// per `splice` pair instead of 64 KiB.
+pub(crate) const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
 
 /// One kernel pipe and what it holds.
 #[derive(Debug)]
@@ -103,10 +115,21 @@ impl PipePool {
                 return None;
             }
         };
-        if let Some(size) = self.size
-            && let Err(e) = sys::set_pipe_size(write.as_fd(), size)
-        {
-            log::debug!("F_SETPIPE_SZ {size}: {e}; keeping the default size");
+        // Every pipe is sized, even at the kernel's default: past the user's soft limit on pipe
+        // pages the kernel hands out 2-page pipes (`alloc_pipe_info`, fs/pipe.c; pipe(7)),
+        // and splicing 8 KiB at a time costs more than copying. Asking for the size is what
+        // finds that out (`EPERM`); such a pipe is closed, and the direction copies.
+        let want = self.size.unwrap_or(KERNEL_PIPE_SIZE);
+        let sized = sys::set_pipe_size(write.as_fd(), want).or_else(|e| {
+            if want <= KERNEL_PIPE_SIZE {
+                return Err(e);
+            }
+            log::debug!("F_SETPIPE_SZ {want}: {e}; trying the kernel's default size");
+            sys::set_pipe_size(write.as_fd(), KERNEL_PIPE_SIZE)
+        });
+        if let Err(e) = sized {
+            log::debug!("no kernel pipe of {KERNEL_PIPE_SIZE} bytes ({e}): copying instead");
+            return None;
         }
         self.open += 1;
         Some(KernelPipe {
@@ -114,6 +137,12 @@ impl PipePool {
             write,
             held: 0,
         })
+    }
+
+    /// How many pipes are open.
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
+        self.open
     }
 
     /// Closes a pipe whose direction is over (with any bytes it still held: that stream was

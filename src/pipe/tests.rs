@@ -1,12 +1,17 @@
 //! The spliced path's traps, with faults injected into its syscalls (test builds only): no
-//! kernel pipe to be had (out of fds) → the pair copies; `EINTR` in `splice` → retried,
+//! kernel pipe to be had (out of fds) → the pair copies; a pipe that may not grow keeps the
+//! kernel's size, one smaller than that is not used; `EINTR` in `splice` → retried,
 //! invisible to the peers.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::sys::faults::{self, Call};
+use crate::pipe::splice::{KERNEL_PIPE_SIZE, PipePool};
+use crate::sys::{
+    self,
+    faults::{self, Call},
+};
 use crate::{ConnectOptions, Context, Event, Handler, ListenOptions, PipeOptions, PipeSummary};
 use crate::{Reactor, SocketId, Splice};
 
@@ -102,6 +107,52 @@ fn no_kernel_pipe_to_be_had_means_the_pair_copies() {
     assert_eq!(
         summary.a_to_b_spliced, 0,
         "nothing can be spliced without a pipe"
+    );
+}
+
+#[test]
+fn pipes_are_sized_as_asked_and_at_the_kernel_default_otherwise() {
+    let mut pool = PipePool::new(4, Some(256 << 10));
+    let pipe = pool.take().unwrap();
+    assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), 256 << 10);
+    let mut pool = PipePool::new(4, None);
+    let pipe = pool.take().unwrap();
+    assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), KERNEL_PIPE_SIZE);
+}
+
+/// Refused growth (`EPERM`: over `pipe-max-size`, or the user's pipe pages are spent)
+/// leaves the pipe at the kernel's default, which still splices.
+#[test]
+fn a_pipe_that_may_not_grow_keeps_the_kernel_default() {
+    let mut pool = PipePool::new(4, Some(1 << 20));
+    faults::inject(Call::SetPipeSize, libc::EPERM, 1);
+    let pipe = pool.take().unwrap();
+    assert_eq!(faults::take_hits(), [(Call::SetPipeSize, libc::EPERM)]);
+    assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), KERNEL_PIPE_SIZE);
+    assert_eq!(pool.open(), 1);
+}
+
+/// Past the user's soft limit on pipe pages the kernel makes 2-page pipes and refuses to
+/// grow them: such a pipe is closed and not counted, and the pair copies every byte.
+#[test]
+fn a_pipe_that_cannot_have_the_kernel_default_is_not_used_and_the_pair_copies() {
+    let mut pool = PipePool::new(4, None);
+    faults::inject(Call::SetPipeSize, libc::EPERM, 1);
+    assert!(pool.take().is_none());
+    assert_eq!(
+        pool.open(),
+        0,
+        "a closed pipe still counted against the bound"
+    );
+    assert_eq!(faults::take_hits(), [(Call::SetPipeSize, libc::EPERM)]);
+
+    faults::inject(Call::SetPipeSize, libc::EPERM, usize::MAX);
+    let (_, summary) = send_through();
+    assert!(faults::take_hits().contains(&(Call::SetPipeSize, libc::EPERM)));
+    assert_eq!(summary.a_to_b, SIZE as u64);
+    assert_eq!(
+        summary.a_to_b_spliced, 0,
+        "bytes went through a pipe of 2 pages"
     );
 }
 
