@@ -21,6 +21,7 @@
 #   haproxy              HAProxy (Debian package), mode tcp, nbthread 1, no splicing
 #   haproxy-splice-auto  the same with option splice-auto
 #   haproxy-splice       the same with option splice-request + option splice-response
+#   haproxy-splice-1m    the same with tune.pipesize $PROXY_BENCH_PIPE_SIZE (default 1 MiB)
 #   finwait              examples/proxy.rs, with $PROXY_BENCH_FINWAIT_ARGS (default none)
 #   finwait-splice       examples/proxy.rs with $PROXY_BENCH_FINWAIT_SPLICE_ARGS
 #
@@ -75,7 +76,7 @@ pipe_size="${PROXY_BENCH_PIPE_SIZE:-1048576}"
 scenarios="${PROXY_BENCH_SCENARIOS:-bulk upload download pingpong churn idle}"
 finwait_args="${PROXY_BENCH_FINWAIT_ARGS:-}"
 finwait_splice_args="${PROXY_BENCH_FINWAIT_SPLICE_ARGS:-}"
-default_proxies="c-splice c-splice-1m c-rw tokio haproxy haproxy-splice-auto haproxy-splice finwait"
+default_proxies="c-splice c-splice-1m c-rw tokio haproxy haproxy-splice-auto haproxy-splice haproxy-splice-1m finwait"
 [ -n "$finwait_splice_args" ] && default_proxies="$default_proxies finwait-splice"
 proxies="${PROXY_BENCH_PROXIES:-$default_proxies}"
 proxy_cpu="${PROXY_BENCH_PROXY_CPU:-0}"
@@ -182,15 +183,16 @@ free_port() {
 
 # haproxy_config VARIANT PORT UPSTREAM: TCP mode, one thread, the variant's splice options.
 haproxy_config() {
-    local splice
+    local splice pipes=""
     case "$1" in
     haproxy) splice="    no option splice-auto
     no option splice-request
     no option splice-response" ;;
     haproxy-splice-auto) splice="    option splice-auto" ;;
-    haproxy-splice) splice="    option splice-request
+    haproxy-splice | haproxy-splice-1m) splice="    option splice-request
     option splice-response" ;;
     esac
+    [ "$1" = haproxy-splice-1m ] && pipes="    tune.pipesize $pipe_size"
     cat <<EOF
 global
     nbthread 1
@@ -198,6 +200,7 @@ global
     # Pipes for splicing count against the fd limit too (2 each; HAProxy's default is a
     # quarter of maxconn): a few suffice for the benchmark's streams.
     maxpipes 64
+$pipes
 
 defaults
     mode tcp
