@@ -642,9 +642,10 @@ impl<A> Context<A> {
     /// kernel pipe, its bytes never entering the process; small exchanges keep copying, which
     /// costs fewer syscalls. The destination's FIN still follows every byte, also those held
     /// in the kernel pipe, and a destination closed while the pipe holds bytes is reset. Kernel
-    /// pipes are bounded by [`ReactorOptions::splice_pipes`]; past it, or out of fds, a
-    /// direction copies. Writing to a piped socket yourself while it splices may reorder
-    /// bytes: leave a piped socket's output to its pipe.
+    /// pipes are bounded by [`ReactorOptions::splice_pipes`] and hold up to
+    /// [`ReactorOptions::splice_pipe_size`] each (256 KiB); past the bound, out of fds, or out
+    /// of the user's pipe pages, a direction copies. Writing to a piped socket yourself while it
+    /// splices may reorder bytes: leave a piped socket's output to its pipe.
     ///
     /// ```no_run
     /// use finwait::{ConnectOptions, Event, ListenOptions, PipeOptions, Reactor};

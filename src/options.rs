@@ -275,8 +275,10 @@ pub struct ReactorOptions {
     /// `CAP_SYS_RESOURCE`) may not ask for more than `/proc/sys/fs/pipe-max-size` (1 MiB by
     /// default), and once its pipes total `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by
     /// default; 256 pipes of 256 KiB) it gets no larger pipes and new ones of 2 pages
-    /// (pipe(7)). A pipe that cannot have this size gets the kernel's 64 KiB; one that cannot
-    /// have even that is closed, and its direction copies instead. Nothing is lost either way.
+    /// (pipe(7)). The charge is for the capacity, empty or not, and a spliced direction
+    /// keeps its pipe until it ends. A pipe that cannot have this size gets the kernel's
+    /// 64 KiB; one that cannot have even that is closed, and its direction copies instead.
+    /// Nothing is lost either way.
     pub splice_pipe_size: Option<usize>,
 }
 
