@@ -268,17 +268,18 @@ pub struct ReactorOptions {
     /// A larger pipe moves more per `splice`: through the proxy example on loopback, 256 KiB
     /// pipes cost about 17 % less CPU per GiB than 64 KiB ones (BENCHMARKS.md, "Larger
     /// pipes"). The cost is kernel memory: a pipe holds up to its size of a stream whose
-    /// destination is slow, so the pool may hold `splice_pipes` × this many bytes in all —
-    /// little next to the two sockets' own buffers, which reach several MiB each.
+    /// destination is slow — little next to the two sockets' own buffers, which reach
+    /// several MiB each.
     ///
     /// The kernel charges pipe capacity to the user: an unprivileged one (without
     /// `CAP_SYS_RESOURCE`) may not ask for more than `/proc/sys/fs/pipe-max-size` (1 MiB by
     /// default), and once its pipes total `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by
-    /// default; 256 pipes of 256 KiB) it gets no larger pipes and new ones of 2 pages
+    /// default) it gets no larger pipes and new ones of 2 pages
     /// (pipe(7)). The charge is for the capacity, empty or not, and a spliced direction
-    /// keeps its pipe until it ends. A pipe that cannot have this size gets the kernel's
-    /// 64 KiB; one that cannot have even that is closed, and its direction copies instead.
-    /// Nothing is lost either way.
+    /// keeps its pipe until it ends. So that a few streams do not spend it all, a reactor's
+    /// pipes larger than 64 KiB have 16 MiB in all (64 pipes of 256 KiB); further pipes get
+    /// the kernel's 64 KiB, as does one the kernel will not enlarge. A pipe that cannot have
+    /// even that is closed, and its direction copies instead. Nothing is lost either way.
     pub splice_pipe_size: Option<usize>,
 }
 

@@ -18,8 +18,9 @@
 //!   `pipe2` fails (out of fds), the direction copies instead, as it did before.
 //! - **The user's pipe pages.** The kernel charges every pipe's capacity to its user; an
 //!   unprivileged user past `/proc/sys/fs/pipe-user-pages-soft` gets 2-page pipes and no
-//!   larger ones (pipe(7)). A pipe that cannot be sized to at least the kernel's default is
-//!   closed, and the direction copies.
+//!   larger ones (pipe(7)). Large pipes share a budget per reactor (`LARGE_PIPES_BUDGET`),
+//!   so that a few streams do not spend the user's pages; a pipe that cannot be sized to at
+//!   least the kernel's default is closed, and the direction copies.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -48,6 +49,13 @@ pub(crate) const KERNEL_PIPE_SIZE: usize = 64 * 1024;
 /// per `splice` pair instead of 64 KiB.
 pub(crate) const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
 
+/// How much capacity one reactor's pipes larger than the kernel's default may have in all
+/// (64 pipes of 256 KiB): a quarter of the 64 MiB of pipe pages an unprivileged user has by
+/// default (`/proc/sys/fs/pipe-user-pages-soft`, pipe(7)). A few streams get large pipes;
+/// many share the rest of the user's pages in pipes of the default size, instead of a few
+/// large ones spending it all and leaving the others to copy.
+pub(crate) const LARGE_PIPES_BUDGET: usize = 16 << 20;
+
 /// One kernel pipe and what it holds.
 #[derive(Debug)]
 pub(crate) struct KernelPipe {
@@ -55,6 +63,8 @@ pub(crate) struct KernelPipe {
     write: OwnedFd,
     /// Bytes spliced in and not yet out.
     pub(crate) held: usize,
+    /// The size the kernel gave it.
+    capacity: usize,
 }
 
 impl KernelPipe {
@@ -88,6 +98,9 @@ pub(crate) struct PipePool {
     open: usize,
     max: usize,
     size: Option<usize>,
+    /// The capacity of the open pipes larger than the kernel's default, against
+    /// [`LARGE_PIPES_BUDGET`].
+    large: usize,
     /// `SIGPIPE` is ignored: splicing cannot kill the process (see `sys::sigpipe_ignored`).
     allowed: bool,
 }
@@ -98,6 +111,7 @@ impl PipePool {
             open: 0,
             max,
             size,
+            large: 0,
             allowed: max > 0 && sys::sigpipe_ignored(),
         }
     }
@@ -119,7 +133,12 @@ impl PipePool {
         // pages the kernel hands out 2-page pipes (`alloc_pipe_info`, fs/pipe.c; pipe(7)),
         // and splicing 8 KiB at a time costs more than copying. Asking for the size is what
         // finds that out (`EPERM`); such a pipe is closed, and the direction copies.
-        let want = self.size.unwrap_or(KERNEL_PIPE_SIZE);
+        let want = match self.size {
+            Some(size) if size <= KERNEL_PIPE_SIZE || self.large + size <= LARGE_PIPES_BUDGET => {
+                size
+            }
+            _ => KERNEL_PIPE_SIZE,
+        };
         let sized = sys::set_pipe_size(write.as_fd(), want).or_else(|e| {
             if want <= KERNEL_PIPE_SIZE {
                 return Err(e);
@@ -127,15 +146,22 @@ impl PipePool {
             log::debug!("F_SETPIPE_SZ {want}: {e}; trying the kernel's default size");
             sys::set_pipe_size(write.as_fd(), KERNEL_PIPE_SIZE)
         });
-        if let Err(e) = sized {
-            log::debug!("no kernel pipe of {KERNEL_PIPE_SIZE} bytes ({e}): copying instead");
-            return None;
-        }
+        let capacity = match sized {
+            Ok(capacity) => capacity,
+            Err(e) => {
+                log::debug!("no kernel pipe of {KERNEL_PIPE_SIZE} bytes ({e}): copying instead");
+                return None;
+            }
+        };
         self.open += 1;
+        if capacity > KERNEL_PIPE_SIZE {
+            self.large += capacity;
+        }
         Some(KernelPipe {
             read,
             write,
             held: 0,
+            capacity,
         })
     }
 
@@ -148,6 +174,9 @@ impl PipePool {
     /// Closes a pipe whose direction is over (with any bytes it still held: that stream was
     /// cut, and the destination's close said so with an RST).
     pub(crate) fn give_back(&mut self, pipe: KernelPipe) {
+        if pipe.capacity > KERNEL_PIPE_SIZE {
+            self.large -= pipe.capacity;
+        }
         drop(pipe);
         self.open -= 1;
     }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::pipe::splice::{KERNEL_PIPE_SIZE, PipePool};
+use crate::pipe::splice::{KERNEL_PIPE_SIZE, LARGE_PIPES_BUDGET, PipePool};
 use crate::sys::{
     self,
     faults::{self, Call},
@@ -118,6 +118,27 @@ fn pipes_are_sized_as_asked_and_at_the_kernel_default_otherwise() {
     let mut pool = PipePool::new(4, None);
     let pipe = pool.take().unwrap();
     assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), KERNEL_PIPE_SIZE);
+}
+
+/// Large pipes share one budget per reactor; past it pipes have the kernel's size, and a large
+/// pipe given back makes room for the next.
+#[test]
+fn large_pipes_share_a_budget_and_the_rest_have_the_kernel_default() {
+    let size = 256 << 10;
+    let mut pool = PipePool::new(usize::MAX, Some(size));
+    let large: Vec<_> = (0..LARGE_PIPES_BUDGET / size)
+        .map(|_| pool.take().unwrap())
+        .collect();
+    for pipe in &large {
+        assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), size);
+    }
+    let past = pool.take().unwrap();
+    assert_eq!(sys::pipe_size(past.write_end()).unwrap(), KERNEL_PIPE_SIZE);
+    pool.give_back(past);
+    let mut large = large;
+    pool.give_back(large.pop().unwrap());
+    let again = pool.take().unwrap();
+    assert_eq!(sys::pipe_size(again.write_end()).unwrap(), size);
 }
 
 /// Refused growth (`EPERM`: over `pipe-max-size`, or the user's pipe pages are spent)
