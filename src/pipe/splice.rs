@@ -134,7 +134,10 @@ impl PipePool {
         // and splicing 8 KiB at a time costs more than copying. Asking for the size is what
         // finds that out (`EPERM`); such a pipe is closed, and the direction copies.
         let want = match self.size {
-            Some(size) if size <= KERNEL_PIPE_SIZE || self.large + size <= LARGE_PIPES_BUDGET => {
+            Some(size)
+                if size <= KERNEL_PIPE_SIZE
+                    || size <= LARGE_PIPES_BUDGET.saturating_sub(self.large) =>
+            {
                 size
             }
             _ => KERNEL_PIPE_SIZE,

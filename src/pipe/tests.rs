@@ -141,6 +141,17 @@ fn large_pipes_share_a_budget_and_the_rest_have_the_kernel_default() {
     assert_eq!(sys::pipe_size(again.write_end()).unwrap(), size);
 }
 
+/// A size no pipe can have (`F_SETPIPE_SZ` says `EINVAL` or `EPERM`) leaves the kernel's
+/// default, however often it is asked for.
+#[test]
+fn an_impossible_pipe_size_leaves_the_kernel_default() {
+    let mut pool = PipePool::new(4, Some(usize::MAX));
+    let pipes: Vec<_> = (0..2).map(|_| pool.take().unwrap()).collect();
+    for pipe in &pipes {
+        assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), KERNEL_PIPE_SIZE);
+    }
+}
+
 /// Refused growth (`EPERM`: over `pipe-max-size`, or the user's pipe pages are spent)
 /// leaves the pipe at the kernel's default, which still splices.
 #[test]
