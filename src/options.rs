@@ -274,8 +274,7 @@ pub struct ReactorOptions {
     /// The kernel charges pipe capacity to the user: an unprivileged one (without
     /// `CAP_SYS_RESOURCE`) may not ask for more than `/proc/sys/fs/pipe-max-size` (1 MiB by
     /// default), and once its pipes total `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by
-    /// default) it gets no larger pipes and new ones of 2 pages
-    /// (pipe(7)). The charge is for the capacity, empty or not, and a spliced direction
+    /// default) it gets no larger pipes and new ones of 2 pages (pipe(7)). The charge is for the capacity, empty or not, and a spliced direction
     /// keeps its pipe until it ends. So that a few streams do not spend it all, a reactor's
     /// pipes larger than 64 KiB have 16 MiB in all (64 pipes of 256 KiB); further pipes get
     /// the kernel's 64 KiB, as does one the kernel will not enlarge. A pipe that cannot have

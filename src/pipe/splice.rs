@@ -133,6 +133,8 @@ impl PipePool {
         // pages the kernel hands out 2-page pipes (`alloc_pipe_info`, fs/pipe.c; pipe(7)),
         // and splicing 8 KiB at a time costs more than copying. Asking for the size is what
         // finds that out (`EPERM`); such a pipe is closed, and the direction copies.
+        // The budget is counted in what the kernel gave (a power of two of pages); every
+        // large pipe of a pool has the same size, so the check below is exact.
         let want = match self.size {
             Some(size)
                 if size <= KERNEL_PIPE_SIZE

@@ -98,15 +98,22 @@ fn send_through() -> (Vec<u8>, PipeSummary) {
     (got, summary)
 }
 
+/// With every `call` failing with `errno`, the pair still forwards every byte, all of them
+/// copied.
+fn copies_every_byte_while_failing(call: Call, errno: i32, why: &str) {
+    faults::inject(call, errno, usize::MAX);
+    let (_, summary) = send_through();
+    assert!(faults::take_hits().contains(&(call, errno)));
+    assert_eq!(summary.a_to_b, SIZE as u64);
+    assert_eq!(summary.a_to_b_spliced, 0, "{why}");
+}
+
 #[test]
 fn no_kernel_pipe_to_be_had_means_the_pair_copies() {
-    faults::inject(Call::Pipe, libc::EMFILE, usize::MAX);
-    let (_, summary) = send_through();
-    assert!(faults::take_hits().contains(&(Call::Pipe, libc::EMFILE)));
-    assert_eq!(summary.a_to_b, SIZE as u64);
-    assert_eq!(
-        summary.a_to_b_spliced, 0,
-        "nothing can be spliced without a pipe"
+    copies_every_byte_while_failing(
+        Call::Pipe,
+        libc::EMFILE,
+        "nothing can be spliced without a pipe",
     );
 }
 
@@ -120,12 +127,17 @@ fn pipes_are_sized_as_asked_and_at_the_kernel_default_otherwise() {
     assert_eq!(sys::pipe_size(pipe.write_end()).unwrap(), KERNEL_PIPE_SIZE);
 }
 
-/// Large pipes share one budget per reactor; past it pipes have the kernel's size, and a large
-/// pipe given back makes room for the next.
+/// Large pipes share one budget per reactor, counted at the size the kernel gives (a power of
+/// two of pages); past it pipes have the kernel's size, and a large pipe given back makes room
+/// for the next.
 #[test]
 fn large_pipes_share_a_budget_and_the_rest_have_the_kernel_default() {
-    let size = 256 << 10;
-    let mut pool = PipePool::new(usize::MAX, Some(size));
+    fill_the_large_pipes_budget(256 << 10, 256 << 10);
+    fill_the_large_pipes_budget(300 << 10, 512 << 10);
+}
+
+fn fill_the_large_pipes_budget(asked: usize, size: usize) {
+    let mut pool = PipePool::new(usize::MAX, Some(asked));
     let large: Vec<_> = (0..LARGE_PIPES_BUDGET / size)
         .map(|_| pool.take().unwrap())
         .collect();
@@ -141,8 +153,8 @@ fn large_pipes_share_a_budget_and_the_rest_have_the_kernel_default() {
     assert_eq!(sys::pipe_size(again.write_end()).unwrap(), size);
 }
 
-/// A size no pipe can have (`F_SETPIPE_SZ` says `EINVAL` or `EPERM`) leaves the kernel's
-/// default, however often it is asked for.
+/// A size over the large-pipe budget (here no pipe could have it) is never asked for: such
+/// pipes have the kernel's default.
 #[test]
 fn an_impossible_pipe_size_leaves_the_kernel_default() {
     let mut pool = PipePool::new(4, Some(usize::MAX));
@@ -178,13 +190,10 @@ fn a_pipe_that_cannot_have_the_kernel_default_is_not_used_and_the_pair_copies() 
     );
     assert_eq!(faults::take_hits(), [(Call::SetPipeSize, libc::EPERM)]);
 
-    faults::inject(Call::SetPipeSize, libc::EPERM, usize::MAX);
-    let (_, summary) = send_through();
-    assert!(faults::take_hits().contains(&(Call::SetPipeSize, libc::EPERM)));
-    assert_eq!(summary.a_to_b, SIZE as u64);
-    assert_eq!(
-        summary.a_to_b_spliced, 0,
-        "bytes went through a pipe of 2 pages"
+    copies_every_byte_while_failing(
+        Call::SetPipeSize,
+        libc::EPERM,
+        "bytes went through a pipe of 2 pages",
     );
 }
 
